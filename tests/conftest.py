@@ -1,0 +1,44 @@
+"""Suite-wide fixtures: external services (skipped visibly outside CI, failures under CI=true)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlsplit
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether a TCP connection to the URL's host and port opens."""
+    parts = urlsplit(url)
+    default_ports = {"redis": 6379, "amqp": 5672, "postgres": 5432, "postgresql": 5432}
+    port = parts.port or default_ports.get(parts.scheme, 0)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, url: str) -> None:
+    """Skip the test with a visible reason when the service is down; fail instead under CI."""
+    if reachable(url):
+        return
+    message = f"{name} is not reachable at {url}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: every service must be up)")
+    pytest.skip(message)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    database_url = os.environ.get("DATABASE_URL", "")
+    if database_url.startswith("postgres") and not reachable(database_url):
+        message = (
+            f"PostgreSQL is not reachable at {database_url}: the production profile is skipped"
+        )
+        if IN_CI:
+            pytest.exit(f"{message} (CI=true: every service must be up)", returncode=1)
+        pytest.exit(message, returncode=0)

@@ -1,0 +1,137 @@
+"""The typed environment readers: defaults, parsing, and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from webapp.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+    env_url,
+)
+
+
+def test_unset_and_blank_give_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GW_X", raising=False)
+    assert env_str("GW_X", "d") == "d"
+    monkeypatch.setenv("GW_X", "  ")
+    assert env_bool("GW_X", True) is True
+    assert env_int("GW_X", 7) == 7
+    assert env_list("GW_X", ["a"]) == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("1", True), ("TRUE", True), ("yes", True), ("off", False), ("0", False)]
+)
+def test_env_bool(monkeypatch: pytest.MonkeyPatch, raw: str, expected: bool) -> None:
+    monkeypatch.setenv("GW_FLAG", raw)
+    assert env_bool("GW_FLAG", not expected) is expected
+
+
+def test_env_bool_rejects_other_words(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEBUG", "maybe")
+    with pytest.raises(ImproperlyConfigured, match=r"DEBUG='maybe' is not a boolean"):
+        env_bool("DEBUG", False)
+
+
+def test_env_int_and_float(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_N", "12")
+    assert env_int("GW_N", 0, minimum=1) == 12
+    monkeypatch.setenv("GW_N", "twelve")
+    with pytest.raises(ImproperlyConfigured, match="GW_N='twelve' is not an integer"):
+        env_int("GW_N", 0)
+    monkeypatch.setenv("GW_N", "0")
+    with pytest.raises(ImproperlyConfigured, match="GW_N=0 is below its minimum 1"):
+        env_int("GW_N", 5, minimum=1)
+    monkeypatch.setenv("WORKER_HEARTBEAT_SECONDS", "0.25")
+    assert env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.1) == 0.25
+    monkeypatch.setenv("WORKER_HEARTBEAT_SECONDS", "soon")
+    with pytest.raises(
+        ImproperlyConfigured, match="WORKER_HEARTBEAT_SECONDS='soon' is not a number"
+    ):
+        env_float("WORKER_HEARTBEAT_SECONDS", 5.0)
+
+
+def test_env_list_drops_blanks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLOWED_HOSTS", "a.example, ,b.example,")
+    assert env_list("ALLOWED_HOSTS", []) == ["a.example", "b.example"]
+
+
+def test_env_path_resolves_relative_to_base(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MEDIA_ROOT", "media")
+    assert env_path("MEDIA_ROOT", None, base=tmp_path) == tmp_path / "media"
+    monkeypatch.setenv("MEDIA_ROOT", "/srv/media")
+    assert env_path("MEDIA_ROOT", None, base=tmp_path) == Path("/srv/media")
+
+
+def test_env_url_checks_scheme_and_hides_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", "kafka://user:s3cret@host/")
+    with pytest.raises(ImproperlyConfigured) as info:
+        env_url("CELERY_BROKER_URL", "", schemes=("redis", "amqp"))
+    assert "CELERY_BROKER_URL" in str(info.value)
+    assert "use one of redis, amqp" in str(info.value)
+    assert "s3cret" not in str(info.value)
+
+
+def test_sqlite_url_gives_wal_and_busy_timeout(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///var/app.sqlite3")
+    db = database_from_url("DATABASE_URL", "", base=tmp_path)
+    assert db["ENGINE"] == "django.db.backends.sqlite3"
+    assert db["NAME"] == str(tmp_path / "var/app.sqlite3")
+    assert "journal_mode=WAL" in db["OPTIONS"]["init_command"]
+    assert db["OPTIONS"]["timeout"] >= 5
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////abs/app.sqlite3")
+    assert database_from_url("DATABASE_URL", "", base=tmp_path)["NAME"] == "/abs/app.sqlite3"
+
+
+def test_postgres_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgres://gw:p%40ss@db.internal:6543/groupwise?sslmode=require"
+    )
+    db = database_from_url("DATABASE_URL", "", base=tmp_path)
+    assert db["ENGINE"] == "django.db.backends.postgresql"
+    assert (db["NAME"], db["USER"], db["PASSWORD"]) == ("groupwise", "gw", "p@ss")
+    assert (db["HOST"], db["PORT"]) == ("db.internal", "6543")
+    assert db["OPTIONS"] == {"sslmode": "require"}
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("mysql://root@localhost/x", "use one of sqlite, postgres, postgresql"),
+        ("postgres://u@host:5432/", "names no database"),
+        ("sqlite://", "names no file"),
+        ("postgres://u@host:notaport/db", "invalid port"),
+    ],
+)
+def test_bad_database_urls(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, fragment: str
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", url)
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL") as info:
+        database_from_url("DATABASE_URL", "", base=tmp_path)
+    assert fragment in str(info.value)
+
+
+def test_default_sqlite_database_runs_in_wal_mode(db: None) -> None:
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite pragmas apply to the embedded default only")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
+        cursor.execute("PRAGMA busy_timeout")
+        assert cursor.fetchone()[0] >= 5000

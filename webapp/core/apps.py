@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class CoreConfig(AppConfig):
+    """Site-wide pieces: worker heartbeats, health status, login, media and the home page."""
+
+    name = "webapp.core"
+    label = "core"
+
+    def ready(self) -> None:
+        # Connects the Celery worker signals that write heartbeats; inert in the web process.
+        from webapp.core import heartbeat  # noqa: F401

@@ -1,0 +1,48 @@
+"""The status socket: pushes the deployment's health to logged-in browsers."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from webapp.core import status
+
+PUSH_SECONDS = 5.0
+CLOSE_UNAUTHENTICATED = 4401
+
+
+class StatusConsumer(AsyncJsonWebsocketConsumer):
+    """Sends ``{"type": "status", "report": …}`` on connect and every ``PUSH_SECONDS``.
+
+    Anonymous sockets are closed with code 4401 before they see anything.
+    """
+
+    _pusher: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self.accept()
+        self._pusher = asyncio.create_task(self._push_forever())
+
+    async def disconnect(self, code: int) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if isinstance(content, dict) and content.get("type") == "refresh":
+            await self._push_once()
+
+    async def _push_once(self) -> None:
+        report = await database_sync_to_async(status.collect)()
+        await self.send_json({"type": "status", "report": report})
+
+    async def _push_forever(self) -> None:
+        while True:
+            await self._push_once()
+            await asyncio.sleep(PUSH_SECONDS)

@@ -1,0 +1,105 @@
+"""Worker heartbeats and cooperative shutdown, wired to Celery's worker signals.
+
+A worker writes its ``WorkerHeartbeat`` row when it is ready and then every
+``WORKER_HEARTBEAT_SECONDS`` from a daemon thread; a clean shutdown stamps ``stopped_at``. A
+killed worker stops refreshing its row and drops out of ``WorkerHeartbeat.objects.live()`` within
+``WORKER_LIVE_SECONDS``.
+
+``stop_requested`` is set as soon as the worker is asked to shut down (Ctrl-C, SIGTERM). Long
+tasks check it between steps and return early, so a warm shutdown never waits hours for a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from typing import Any
+
+from celery import signals
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from webapp.core.models import WorkerHeartbeat
+
+logger = logging.getLogger(__name__)
+
+stop_requested = threading.Event()
+"""Set when this worker process has been asked to shut down."""
+
+
+class HeartbeatThread(threading.Thread):
+    """Refreshes one worker's heartbeat row until :meth:`stop` is called."""
+
+    def __init__(self, name: str, queues: list[str]) -> None:
+        super().__init__(name="groupwise-heartbeat", daemon=True)
+        self.worker_name = name
+        self.queues = queues
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._stopped = threading.Event()
+
+    def beat(self) -> None:
+        """Write the row now (creating it on the first beat)."""
+        now = timezone.now()
+        WorkerHeartbeat.objects.update_or_create(
+            name=self.worker_name,
+            host=self.host,
+            pid=self.pid,
+            defaults={"queues": self.queues, "last_seen": now, "stopped_at": None},
+            create_defaults={
+                "queues": self.queues,
+                "last_seen": now,
+                "started_at": now,
+                "stopped_at": None,
+            },
+        )
+
+    def run(self) -> None:
+        while not self._stopped.wait(settings.WORKER_HEARTBEAT_SECONDS):
+            try:
+                self.beat()
+            except Exception:
+                # A busy or restarting database must not kill the worker: the next beat retries,
+                # and a long gap simply shows the worker as not live.
+                logger.exception("heartbeat write failed")
+            finally:
+                close_old_connections()
+
+    def stop(self) -> None:
+        """Stop beating and stamp the row as cleanly stopped."""
+        self._stopped.set()
+        self.join(timeout=settings.WORKER_HEARTBEAT_SECONDS + 5)
+        WorkerHeartbeat.objects.filter(name=self.worker_name, host=self.host, pid=self.pid).update(
+            stopped_at=timezone.now()
+        )
+        close_old_connections()
+
+
+_thread: HeartbeatThread | None = None
+
+
+@signals.worker_ready.connect
+def _start_heartbeat(sender: Any, **_: Any) -> None:
+    global _thread
+    stop_requested.clear()
+    queues = sorted(sender.app.amqp.queues.consume_from)
+    _thread = HeartbeatThread(sender.hostname, queues)
+    _thread.beat()
+    _thread.start()
+    logger.info("heartbeat started for %s on queues %s", sender.hostname, ",".join(queues))
+
+
+@signals.worker_shutting_down.connect
+def _request_stop(**_: Any) -> None:
+    stop_requested.set()
+
+
+@signals.worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    global _thread
+    if _thread is not None:
+        _thread.stop()
+        _thread = None

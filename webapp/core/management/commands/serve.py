@@ -1,0 +1,170 @@
+"""Start the dashboard: migrate, collect static files, ensure an admin, then run the ASGI server
+(HTTP and websockets on one port) and a Celery worker side by side until Ctrl-C.
+
+Ctrl-C asks both to stop: the server closes its connections and the worker finishes a warm
+shutdown, during which a running training task sees the stop request between steps, saves its
+state and marks its run interrupted (resumable). A second Ctrl-C stops both at once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+SERVER_START_SECONDS = 60
+
+
+class Command(BaseCommand):
+    help = "Run the Groupwise dashboard and a worker on this machine (the README's first command)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Interface to listen on.")
+        parser.add_argument("--port", type=int, default=8000, help="Port for HTTP and websockets.")
+        parser.add_argument(
+            "--no-worker", action="store_true", help="Run only the server (workers run elsewhere)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        host, port = options["host"], options["port"]
+        _require_free_port(host, port)
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        call_command("ensure_admin", stdout=self.stdout)
+
+        children: dict[str, subprocess.Popen[bytes]] = {
+            "server": _spawn(
+                [
+                    "-m",
+                    "uvicorn",
+                    "webapp.asgi:application",
+                    "--host",
+                    host,
+                    "--port",
+                    str(port),
+                    "--lifespan",
+                    "off",
+                    "--log-level",
+                    "warning",
+                ]
+            )
+        }
+        if not options["no_worker"]:
+            children["worker"] = _spawn(
+                [
+                    "-m",
+                    "celery",
+                    "-A",
+                    "webapp",
+                    "worker",
+                    "--pool",
+                    "solo",
+                    "--concurrency",
+                    "1",
+                    "--queues",
+                    "gpu,default",
+                    "--hostname",
+                    f"groupwise-{port}@%h",
+                    "--loglevel",
+                    "INFO",
+                ]
+            )
+
+        stopping = {"requests": 0}
+
+        def request_stop(signum: int, _frame: Any) -> None:
+            stopping["requests"] += 1
+            if stopping["requests"] == 1:
+                self.stdout.write(
+                    "\nStopping (a running step finishes first; Ctrl-C again to force)…"
+                )
+                for child in children.values():
+                    _signal(child, signal.SIGTERM)
+            else:
+                for child in children.values():
+                    _signal(child, signal.SIGKILL)
+
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGTERM, request_stop)
+
+        _wait_listening(host, port, children["server"])
+        url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
+        self.stdout.write(self.style.SUCCESS(f"Groupwise is running at {url}  (Ctrl-C to stop)"))
+        self.stdout.flush()
+
+        exit_code = _supervise(children, stopping, self.stdout.write)
+        if exit_code:
+            raise CommandError(f"stopped with exit code {exit_code}", returncode=exit_code)
+        self.stdout.write("Stopped.")
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    # A new session: the terminal's Ctrl-C reaches only this supervisor, which then sends each
+    # child exactly one SIGTERM (a second signal would turn Celery's warm shutdown cold).
+    return subprocess.Popen([sys.executable, *args], start_new_session=True, env=os.environ.copy())
+
+
+def _signal(child: subprocess.Popen[bytes], signum: int) -> None:
+    if child.poll() is None:
+        child.send_signal(signum)
+
+
+def _require_free_port(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CommandError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): pick another port, "
+                f"e.g. `make run PORT={port + 1}`"
+            ) from None
+
+
+def _wait_listening(host: str, port: int, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise CommandError(f"the ASGI server exited with code {server.returncode} at start-up")
+        try:
+            with socket.create_connection((target, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise CommandError(
+        f"the ASGI server did not listen on {host}:{port} within {SERVER_START_SECONDS} s"
+    )
+
+
+def _supervise(
+    children: dict[str, subprocess.Popen[bytes]], stopping: dict[str, int], say: Any
+) -> int:
+    """Wait until every child has exited; if one dies on its own, stop the others.
+
+    Returns 0 after a requested stop in which every child exited cleanly, else the first
+    non-zero exit code.
+    """
+    exit_code = 0
+    while any(child.poll() is None for child in children.values()):
+        for name, child in children.items():
+            code = child.poll()
+            if code is not None and not stopping["requests"]:
+                say(f"The {name} exited unexpectedly (code {code}); stopping the rest.")
+                exit_code = exit_code or code or 1
+                stopping["requests"] = 1
+                for other in children.values():
+                    _signal(other, signal.SIGTERM)
+        time.sleep(0.2)
+    if stopping["requests"] == 1:
+        for child in children.values():
+            if child.returncode not in (0, -signal.SIGTERM):
+                exit_code = exit_code or abs(child.returncode) or 1
+    return exit_code

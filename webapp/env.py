@@ -1,0 +1,158 @@
+"""Typed readers of settings from the environment.
+
+Each helper returns the embedded default when the variable is unset or empty, and raises
+``ImproperlyConfigured`` naming the variable, the bad value and the expected form otherwise.
+``docs/configuration.md`` lists every variable read through these helpers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _raw(name: str) -> str | None:
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def env_str(name: str, default: str) -> str:
+    """The variable as a string, or ``default``."""
+    value = _raw(name)
+    return default if value is None else value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """The variable as a boolean (1/0, true/false, yes/no, on/off), or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name}={value!r} is not a boolean: use 1/0, true/false or yes/no.")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """The variable as an integer no smaller than ``minimum``, or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not an integer.") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below its minimum {minimum}.")
+    return number
+
+
+def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+    """The variable as a float no smaller than ``minimum``, or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={value!r} is not a number.") from None
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name}={number} is below its minimum {minimum}.")
+    return number
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    """The variable as a comma-separated list (blank items dropped), or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_path(name: str, default: Path | None, *, base: Path) -> Path | None:
+    """The variable as an absolute path (relative ones resolve against ``base``), or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (base / path).resolve()
+
+
+def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
+    """The variable as a URL whose scheme is one of ``schemes``, or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    scheme = urlsplit(value).scheme
+    if scheme not in schemes:
+        raise ImproperlyConfigured(
+            f"{name}={_redact(value)} has scheme {scheme!r}: use one of {', '.join(schemes)}."
+        )
+    return value
+
+
+def database_from_url(name: str, default: str, *, base: Path) -> dict[str, Any]:
+    """Django's ``DATABASES['default']`` from a URL in the variable ``name``.
+
+    ``sqlite:///var/db.sqlite3`` (relative to ``base``), ``sqlite:////abs/path.sqlite3`` and
+    ``postgres://user:password@host:port/name?sslmode=require`` are understood.
+    SQLite runs in WAL mode with a busy timeout and immediate transactions, so the web process and
+    the worker can write to one file without "database is locked" errors.
+    """
+    url = env_url(name, default, schemes=("sqlite", "postgres", "postgresql"))
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        raw_path = unquote(parts.path)
+        if raw_path in ("", "/"):
+            raise ImproperlyConfigured(
+                f"{name}={url} names no file: use sqlite:///relative/path.sqlite3 "
+                "or sqlite:////absolute/path.sqlite3."
+            )
+        relative = raw_path[1:]
+        path = Path(relative) if Path(relative).is_absolute() else base / relative
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": str(path),
+            "OPTIONS": {
+                "timeout": 30,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+            "TEST": {"NAME": str(path.with_name(f"test_{path.name}"))},
+        }
+    name_in_url = unquote(parts.path.lstrip("/"))
+    if not name_in_url:
+        raise ImproperlyConfigured(f"{name}={_redact(url)} names no database: add /dbname.")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={_redact(url)} has an invalid port.") from None
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": name_in_url,
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(port or ""),
+        "OPTIONS": dict(parse_qsl(parts.query)),
+        "CONN_MAX_AGE": 60,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def _redact(url: str) -> str:
+    """The URL with its password replaced, for error messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)

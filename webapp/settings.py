@@ -1,0 +1,185 @@
+"""Django settings for Groupwise.
+
+Every value comes from the environment through the typed helpers in ``webapp.env`` and has an
+embedded default that works on one machine with nothing else installed: SQLite under ``var/``, a
+SQLite-file Celery broker, an in-process channel layer and the built-in tiny model. The production
+profile is the same code with ``DATABASE_URL``, ``CELERY_BROKER_URL`` and ``REDIS_URL`` set.
+See docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from webapp.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_list,
+    env_path,
+    env_str,
+    env_url,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = env_path("GROUPWISE_VAR_DIR", None, base=BASE_DIR) or BASE_DIR / "var"
+# The embedded defaults keep their files here: SQLite databases, broker, media, static files.
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+DEV_SECRET_KEY = "groupwise-development-key-do-not-use-in-production"
+SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+DEBUG = env_bool("DEBUG", False)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "webapp.core",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every view needs a login unless it is decorated with @login_not_required.
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "webapp.urls"
+ASGI_APPLICATION = "webapp.asgi.application"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": database_from_url(
+        "DATABASE_URL", f"sqlite:///{VAR_DIR / 'groupwise.sqlite3'}", base=BASE_DIR
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+STATIC_ROOT.mkdir(exist_ok=True)
+# WhiteNoise serves static files whatever DEBUG is: from STATIC_ROOT after collectstatic (which
+# `manage.py serve` runs) and, through the finders, straight from static/ for tests.
+WHITENOISE_USE_FINDERS = True
+
+MEDIA_URL = "media/"
+MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media", base=BASE_DIR)
+
+# Channels: Redis when REDIS_URL is set (group push across processes); otherwise an in-process
+# layer, and live pages follow the event table instead of group messages.
+REDIS_URL = env_url("REDIS_URL", "", schemes=("redis", "rediss", "unix")) or None
+CHANNEL_LAYERS: dict[str, Any] = (
+    {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+    if REDIS_URL
+    else {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+)
+
+# Celery: an embedded SQLite-file broker by default, kept apart from the app database.
+_BROKER_SCHEMES = ("sqla+sqlite", "redis", "rediss", "amqp", "amqps", "pyamqp")
+CELERY_BROKER_URL = env_url(
+    "CELERY_BROKER_URL",
+    f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}",
+    schemes=_BROKER_SCHEMES,
+)
+
+
+def _default_result_backend(broker_url: str) -> str:
+    """Results travel back the way the tasks came, or in a SQLite file for the embedded broker."""
+    if broker_url.startswith(("redis", "rediss")):
+        return broker_url
+    if broker_url.startswith(("amqp", "amqps", "pyamqp")):
+        return "rpc://"
+    return f"db+sqlite:///{VAR_DIR / 'celery-results.sqlite3'}"
+
+
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", _default_result_backend(CELERY_BROKER_URL))
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"default": {}, "gpu": {}}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# Long GPU tasks go to the ``gpu`` queue and run in a ``solo`` worker (prefork children are forked
+# and daemonic, which breaks CUDA and DataLoader workers). A task is acknowledged when received,
+# not when finished: under acks_late, Redis's visibility timeout (1 h) and RabbitMQ's consumer
+# timeout (30 min) would redeliver or cut off a multi-hour training task. Recovery from a lost
+# worker comes from its heartbeat instead (webapp.core.heartbeat).
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 24 * 3600
+# SQLite files wait up to 30 s for the write lock instead of failing at once.
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"connect_args": {"timeout": 30}} if CELERY_BROKER_URL.startswith("sqla+") else {}
+)
+CELERY_DATABASE_ENGINE_OPTIONS = (
+    {"connect_args": {"timeout": 30}} if CELERY_RESULT_BACKEND.startswith("db+sqlite") else {}
+)
+
+# Worker liveness: a heartbeat row every few seconds; younger than the timeout counts as live.
+WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+WORKER_LIVE_SECONDS = env_float("WORKER_LIVE_SECONDS", 30.0, minimum=1.0)
+
+# The engine's model: unset means the built-in tiny model.
+GROUPWISE_MODEL_DIR = env_path("GROUPWISE_MODEL_DIR", None, base=BASE_DIR)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
