@@ -46,3 +46,17 @@ async def test_logged_in_socket_receives_status_and_refreshes(
     second = await communicator.receive_json_from(timeout=10)
     assert second["type"] == "status"
     await communicator.disconnect()
+
+
+async def test_channel_layer_delivers_group_messages(settings) -> None:
+    """Redis groups under the production profile, the in-process layer on the embedded one."""
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    expected = "RedisChannelLayer" if settings.REDIS_URL else "InMemoryChannelLayer"
+    assert type(layer).__name__ == expected
+    channel = await layer.new_channel()
+    await layer.group_add("run-test", channel)
+    await layer.group_send("run-test", {"type": "event.new", "seq": 7})
+    assert await layer.receive(channel) == {"type": "event.new", "seq": 7}
+    await layer.group_discard("run-test", channel)

@@ -51,6 +51,9 @@ class Command(BaseCommand):
                     str(port),
                     "--lifespan",
                     "off",
+                    # Open dashboard sockets must not hold up Ctrl-C.
+                    "--timeout-graceful-shutdown",
+                    "5",
                     "--log-level",
                     "warning",
                 ]

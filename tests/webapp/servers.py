@@ -1,0 +1,100 @@
+"""`manage.py serve` (the README's first command) as a subprocess, for end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+REPO = Path(__file__).resolve().parents[2]
+START_SECONDS = 120.0
+T = TypeVar("T")
+
+
+@dataclass
+class Dashboard:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def admin_password(self) -> str:
+        match = re.search(r"password '([^']+)'", self.log())
+        assert match, self.log()
+        return match.group(1)
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(f"{self.base}/healthz", timeout=5) as response:
+            return json.load(response)
+
+    def wait_for(self, predicate: Callable[[], T], what: str) -> T:
+        """Poll ``predicate`` until it is truthy; fail with the server's log after a deadline."""
+        deadline = time.monotonic() + START_SECONDS
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            if self.process.poll() is not None:
+                raise AssertionError(f"serve exited ({self.process.returncode}):\n{self.log()}")
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def embedded_env(var_dir: Path) -> dict[str, str]:
+    """The environment of a fresh machine: embedded defaults under ``var_dir``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env.update(
+        GROUPWISE_VAR_DIR=str(var_dir),
+        CELERY_BROKER_URL="",
+        CELERY_RESULT_BACKEND="",
+        GROUPWISE_ADMIN_PASSWORD="",
+        WORKER_HEARTBEAT_SECONDS="0.5",
+    )
+    return env
+
+
+@contextlib.contextmanager
+def run_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
+    """Start `manage.py serve`, wait for its URL and a live worker; kill it on exit if still up."""
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            cwd=REPO,
+            env=embedded_env(tmp_path / "var"),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    dashboard = Dashboard(process, port, log_path)
+    try:
+        dashboard.wait_for(lambda: f"running at {dashboard.base}/" in dashboard.log(), "the URL")
+        dashboard.wait_for(lambda: dashboard.health()["checks"]["workers"]["live"] >= 1, "a worker")
+        yield dashboard
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
