@@ -107,6 +107,9 @@ def measure(broker_url: str, backend: str, tmp: Path, rounds: int) -> list[float
 
 
 def main() -> None:
+    # Celery prefers these variables over the broker a client app is built with.
+    os.environ.pop("CELERY_BROKER_URL", None)
+    os.environ.pop("CELERY_RESULT_BACKEND", None)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()

@@ -33,6 +33,16 @@ def require_service(name: str, url: str) -> None:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings() -> None:
+    """Close connections after each use in tests: a persistent one left in a worker thread
+    (sockets run their queries off the event loop) would stop PostgreSQL from dropping the test
+    database at the end."""
+    from django.conf import settings
+
+    settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     database_url = os.environ.get("DATABASE_URL", "")
     if database_url.startswith("postgres") and not reachable(database_url):

@@ -18,6 +18,14 @@ from webapp.core.models import WorkerHeartbeat
 pytestmark = [pytest.mark.production, pytest.mark.django_db(transaction=True)]
 
 
+@pytest.fixture(autouse=True)
+def _explicit_brokers(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Celery prefers these variables over the broker a client app is built with; the production
+    # profile sets them, and each test here picks its own broker.
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+    monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
+
+
 def _prepare(name: str, tmp_path: Path):
     if name == "redis":
         require_service("Redis", REDIS_BROKER)

@@ -8,5 +8,6 @@ class CoreConfig(AppConfig):
     label = "core"
 
     def ready(self) -> None:
-        # Connects the Celery worker signals that write heartbeats; inert in the web process.
-        from webapp.core import heartbeat  # noqa: F401
+        # Registers the system checks, and connects the Celery worker signals that write
+        # heartbeats (inert in the web process).
+        from webapp.core import checks, heartbeat  # noqa: F401
