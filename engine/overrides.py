@@ -66,7 +66,11 @@ def resolve_key(key: str) -> str:
         fix = f"'{key}' is in several sections: use {' or '.join(owners)}"
     else:
         close = difflib.get_close_matches(key, [*short, *settings], n=1)
-        fix = f"did you mean '{close[0]}'?" if close else "see `field_docs()` for the settings"
+        fix = (
+            f"did you mean '{close[0]}'?"
+            if close
+            else ("use a setting's name (n_samples_per_prompt) or its dotted path (optimiser.lr)")
+        )
     raise RecipeError([Problem(key, f"no setting is named '{key}': {fix}")])
 
 

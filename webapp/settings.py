@@ -41,7 +41,11 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "webapp.core",
+    "webapp.runs",
 ]
 
 MIDDLEWARE = [
@@ -71,6 +75,7 @@ TEMPLATES = [
         "OPTIONS": {
             "context_processors": [
                 "django.template.context_processors.request",
+                "django.template.context_processors.media",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
@@ -106,7 +111,7 @@ STATIC_ROOT.mkdir(exist_ok=True)
 WHITENOISE_USE_FINDERS = True
 
 MEDIA_URL = "media/"
-MEDIA_ROOT = env_path("MEDIA_ROOT", VAR_DIR / "media", base=BASE_DIR)
+MEDIA_ROOT = env_path("MEDIA_ROOT", None, base=BASE_DIR) or VAR_DIR / "media"
 
 # Channels: Redis when REDIS_URL is set (group push across processes); otherwise an in-process
 # layer, and live pages follow the event table instead of group messages.
@@ -144,6 +149,7 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", _default_result_backend
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"default": {}, "gpu": {}}
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"runs.train_run": {"queue": "gpu"}}
 # Long GPU tasks go to the ``gpu`` queue and run in a ``solo`` worker (prefork children are forked
 # and daemonic, which breaks CUDA and DataLoader workers). A task is acknowledged when received,
 # not when finished: under acks_late, Redis's visibility timeout (1 h) and RabbitMQ's consumer
@@ -170,6 +176,31 @@ WORKER_LIVE_SECONDS = env_float("WORKER_LIVE_SECONDS", 30.0, minimum=1.0)
 
 # The engine's model: unset means the built-in tiny model.
 GROUPWISE_MODEL_DIR = env_path("GROUPWISE_MODEL_DIR", None, base=BASE_DIR)
+# Checkpoints and engine files, one folder per run (images go under MEDIA_ROOT).
+GROUPWISE_RUNS_DIR = env_path("GROUPWISE_RUNS_DIR", None, base=BASE_DIR) or VAR_DIR / "runs"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "webapp.runs.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Groupwise API",
+    "DESCRIPTION": "Submit, watch and review GRPO runs. Authenticate with "
+    "`Authorization: Bearer <token>` (tokens from the API tokens page) or a browser session.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Swagger UI's files come from the sidecar package: the machines may have no internet.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 LOGGING = {
     "version": 1,

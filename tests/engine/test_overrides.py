@@ -78,7 +78,8 @@ def test_every_bad_key_and_value_is_reported_at_once():
         )
     found = {p.field: p.message for p in caught.value.problems}
     assert found == {
-        "learning_rate": "no setting is named 'learning_rate': see `field_docs()` for the settings",
+        "learning_rate": "no setting is named 'learning_rate': use a setting's name "
+        "(n_samples_per_prompt) or its dotted path (optimiser.lr)",
         "optimiser.lrr": "no setting is named 'optimiser.lrr': did you mean 'optimiser.lr'?",
         "model": "'model' is a section, not a setting: set one of its settings, e.g. model.family",
     }

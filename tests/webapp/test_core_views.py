@@ -128,20 +128,6 @@ def test_home_shows_the_status_panel_with_worker_details(owner_client: Client) -
     assert b"gpu@live" in response.content
 
 
-def test_media_needs_login_and_stays_inside_media_root(
-    owner_client: Client, settings, tmp_path: Path
-) -> None:
-    settings.MEDIA_ROOT = tmp_path / "media"
-    (tmp_path / "media" / "runs").mkdir(parents=True)
-    (tmp_path / "media" / "runs" / "a.txt").write_text("sample")
-    (tmp_path / "secret.txt").write_text("secret")
-    response = owner_client.get("/media/runs/a.txt")
-    assert response.status_code == 200
-    assert b"".join(response.streaming_content) == b"sample"
-    assert owner_client.get("/media/../secret.txt").status_code == 404
-    assert owner_client.get("/media/runs/missing.txt").status_code == 404
-
-
 def test_ping_without_a_worker_times_out_with_advice(owner_client: Client, monkeypatch) -> None:
     from webapp.core import views
 

@@ -39,6 +39,7 @@ class HeartbeatThread(threading.Thread):
         self.queues = queues
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.current_run_id: int | None = None
         self._stopped = threading.Event()
 
     def beat(self) -> None:
@@ -48,9 +49,15 @@ class HeartbeatThread(threading.Thread):
             name=self.worker_name,
             host=self.host,
             pid=self.pid,
-            defaults={"queues": self.queues, "last_seen": now, "stopped_at": None},
+            defaults={
+                "queues": self.queues,
+                "current_run_id": self.current_run_id,
+                "last_seen": now,
+                "stopped_at": None,
+            },
             create_defaults={
                 "queues": self.queues,
+                "current_run_id": self.current_run_id,
                 "last_seen": now,
                 "started_at": now,
                 "stopped_at": None,
@@ -79,6 +86,13 @@ class HeartbeatThread(threading.Thread):
 
 
 _thread: HeartbeatThread | None = None
+
+
+def set_current_run(run_id: int | None) -> None:
+    """Record the run this worker executes (None when idle) and beat at once."""
+    if _thread is not None:
+        _thread.current_run_id = run_id
+        _thread.beat()
 
 
 @signals.worker_ready.connect

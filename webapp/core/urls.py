@@ -7,5 +7,4 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("status.json", views.status_json, name="status-json"),
     path("status/ping", views.ping_worker, name="ping-worker"),
-    path("media/<path:path>", views.media, name="media"),
 ]

@@ -1,4 +1,4 @@
-"""Home page, health endpoint, worker ping and login-protected media."""
+"""Home page, health endpoint and worker ping."""
 
 from __future__ import annotations
 
@@ -6,15 +6,11 @@ import time
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
-from django.core.exceptions import SuspiciousFileOperation
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.http.response import HttpResponseBase
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
-from django.views.static import serve
 
 from webapp.core import status
 from webapp.core.tasks import ping
@@ -85,12 +81,3 @@ def ping_worker(request: HttpRequest) -> JsonResponse:
         )
     elapsed_ms = round((time.perf_counter() - started) * 1000, 1)
     return JsonResponse({"ok": True, "round_trip_ms": elapsed_ms, "worker": answer})
-
-
-@require_GET
-def media(request: HttpRequest, path: str) -> HttpResponseBase:
-    """Media files for logged-in users only; a path outside MEDIA_ROOT is a plain 404."""
-    try:
-        return serve(request, path, document_root=str(settings.MEDIA_ROOT))
-    except SuspiciousFileOperation:
-        raise Http404("no such media file") from None

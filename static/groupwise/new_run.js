@@ -1,0 +1,103 @@
+// New run form: as the user types, ask the engine's validator (via the API) for the layout and
+// the problems, show them in the side panel and beside their fields.
+(function () {
+  "use strict";
+  const form = document.getElementById("run-form");
+  if (!form) return;
+  const csrf = form.querySelector("input[name=csrfmiddlewaretoken]").value;
+  const state = document.getElementById("layout-state");
+  const table = document.querySelector("#layout-table tbody");
+  const problemsList = document.getElementById("layout-problems");
+  const SHOWN = [
+    ["samples_per_rollout", "samples per rollout (P × G)"],
+    ["requests_per_rollout", "requests per rollout"],
+    ["requests_per_prompt", "requests per prompt (G / M)"],
+    ["rows_per_dit_forward", "rows per DiT forward"],
+    ["dit_forwards_per_rollout", "DiT forwards per rollout"],
+    ["optimizer_steps_per_rollout", "optimizer steps per rollout"],
+    ["global_batch_size", "samples per optimizer step"],
+    ["tiles_per_rank_per_step", "tiles per rank per step"],
+    ["num_rollouts", "rollouts in the run"],
+    ["sde_window", "SDE window (rollout 0)"],
+  ];
+
+  function overrides() {
+    const result = {};
+    for (const el of form.elements) {
+      if (!el.name || !el.name.includes("__")) continue;
+      const path = el.name.replace("__", ".");
+      if (el.type === "checkbox") result[path] = el.checked ? "true" : "false";
+      else if (el.tagName === "TEXTAREA" && (path === "data.prompts" || path === "data.eval_prompts"))
+        result[path] = el.value.split("\n").map((s) => s.trim()).filter(Boolean);
+      else result[path] = el.value;
+    }
+    result.rewards = form.elements.rewards.value;
+    return result;
+  }
+
+  function fieldBox(path) {
+    const name = path.startsWith("rewards") ? "rewards" : path.split("[")[0].replace(".", "__");
+    return form.querySelector('[data-field="' + name + '"]');
+  }
+
+  function render(answer) {
+    for (const box of form.querySelectorAll(".field.live-error")) {
+      box.classList.remove("live-error");
+      box.querySelector(".live-msg")?.remove();
+    }
+    problemsList.replaceChildren();
+    table.replaceChildren();
+    if (answer.valid) {
+      state.textContent = "Valid recipe.";
+      for (const [key, label] of SHOWN) {
+        const tr = document.createElement("tr");
+        const th = document.createElement("th");
+        th.textContent = label;
+        const td = document.createElement("td");
+        td.textContent = Array.isArray(answer.layout[key]) ? answer.layout[key].join(", ") : answer.layout[key];
+        td.dataset.key = key;
+        tr.append(th, td);
+        table.append(tr);
+      }
+      return;
+    }
+    state.textContent = answer.problems.length + " problem(s):";
+    for (const problem of answer.problems) {
+      const li = document.createElement("li");
+      li.textContent = problem.field + ": " + problem.message;
+      problemsList.append(li);
+      const box = fieldBox(problem.field);
+      if (box) {
+        box.classList.add("live-error");
+        const msg = document.createElement("div");
+        msg.className = "live-msg";
+        msg.textContent = problem.message;
+        box.append(msg);
+      }
+    }
+  }
+
+  let timer = null;
+  let latest = 0;
+  async function check() {
+    const ticket = ++latest;
+    state.textContent = "Checking…";
+    try {
+      const response = await fetch(form.dataset.validateUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+        body: JSON.stringify({ preset: form.elements.preset.value, overrides: overrides() }),
+      });
+      const answer = await response.json();
+      if (ticket === latest) render(answer);
+    } catch (error) {
+      state.textContent = "Could not check the recipe: " + error;
+    }
+  }
+  form.addEventListener("input", function () {
+    clearTimeout(timer);
+    timer = setTimeout(check, 250);
+  });
+  check();
+})();

@@ -1,0 +1,201 @@
+"""Run pages: the New run form (same errors as the API), uploads, personas, media, tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from engine.presets import PRESETS
+from tests.webapp.personas import client_for, make_run
+from webapp.runs import forms
+from webapp.runs.forms import NewRunForm
+from webapp.runs.models import ApiToken, Run
+
+pytestmark = pytest.mark.django_db
+
+
+def form_data(preset: str = "tiny-color", **changes: Any) -> dict[str, Any]:
+    """What the browser posts for an untouched form of ``preset``, with ``changes``."""
+    form = NewRunForm(preset=preset)
+    data = {name: form.initial.get(name, "") for name in form.fields if name != "prompt_file"}
+    data = {k: v for k, v in data.items() if v is not False}
+    data.update(changes)
+    return data
+
+
+def test_new_run_page_shows_preset_values(owner: Any) -> None:
+    page = client_for(owner).get("/runs/new/?preset=ocr-sd35")
+    assert page.status_code == 200
+    assert b'value="ocr-sd35" selected' in page.content
+    assert b"n_samples_per_prompt" in page.content
+
+
+def test_form_error_is_on_its_field_with_the_same_message_as_the_api(owner: Any) -> None:
+    client = client_for(owner)
+    page = client.post("/runs/new/", form_data(layout__diffusion_microgroup_size="3"))
+    assert page.status_code == 200
+    errors = page.context["form"].errors
+    api = client.post(
+        "/api/runs/",
+        data=json.dumps({"preset": "tiny-color", "overrides": {"diffusion_microgroup_size": 3}}),
+        content_type="application/json",
+    ).json()
+    assert errors["layout__diffusion_microgroup_size"] == api["layout.diffusion_microgroup_size"]
+    assert Run.objects.count() == 0
+
+
+def test_every_form_error_at_once(owner: Any) -> None:
+    page = client_for(owner).post(
+        "/runs/new/",
+        form_data(layout__diffusion_microgroup_size="3", optimiser__lr="-1", rewards="[]"),
+    )
+    errors = page.context["form"].errors
+    assert {"layout__diffusion_microgroup_size", "optimiser__lr", "rewards"} <= set(errors)
+
+
+def test_valid_form_launches_and_lands_on_the_run_page(
+    owner: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client_for(owner).post(
+            "/runs/new/", form_data(name="from the form", optimiser__lr="0.002")
+        )
+    run = Run.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.pk}/"
+    assert run.name == "from the form" and run.owner == owner
+    assert run.recipe["optimiser"]["lr"] == 0.002
+    assert len(callbacks) == 1
+
+
+def test_uploaded_prompts_replace_the_inline_ones(
+    owner: Any,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    upload = SimpleUploadedFile("prompts.txt", b"a red image\n\n a teal image \n")
+    with django_capture_on_commit_callbacks(execute=False):
+        client_for(owner).post("/runs/new/", {**form_data(), "prompt_file": upload})
+    assert Run.objects.get().recipe["data"]["prompts"] == ["a red image", "a teal image"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fragment"),
+    [
+        ("p.txt", b"\xff\xfe\x00bad", "is not UTF-8"),
+        ("p.txt", b"\n  \n", "holds no prompts"),
+        ("p.jsonl", b'{"prompt": "ok"}\n{nope', "line 2 is not JSON"),
+        ("p.jsonl", b'{"text": "x"}', 'line 1 has no "prompt" string'),
+    ],
+)
+def test_bad_prompt_files_are_explained(
+    owner: Any, name: str, content: bytes, fragment: str
+) -> None:
+    page = client_for(owner).post(
+        "/runs/new/", {**form_data(), "prompt_file": SimpleUploadedFile(name, content)}
+    )
+    assert page.status_code == 200
+    assert fragment in " ".join(page.context["form"].errors["prompt_file"])
+
+
+def test_prompt_file_size_limit(owner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 10)
+    page = client_for(owner).post(
+        "/runs/new/", {**form_data(), "prompt_file": SimpleUploadedFile("p.txt", b"x" * 11)}
+    )
+    assert "the limit is 5 MB" in " ".join(page.context["form"].errors["prompt_file"])
+
+
+def test_ocr_prompts_without_quotes_are_listed_before_launch(owner: Any) -> None:
+    data = form_data("ocr-sd35")
+    upload = SimpleUploadedFile("p.txt", b'a sign that says "open"\na sign with no target\n')
+    page = client_for(owner).post("/runs/new/", {**data, "prompt_file": upload})
+    message = " ".join(page.context["form"].errors["prompt_file"])
+    assert "1 prompt(s) carry no quoted target" in message
+    assert "a sign with no target" in message
+
+
+@pytest.mark.parametrize("path", ["/runs/{id}/", "/media/runs/{id}/a.png"])
+def test_run_pages_and_media_are_for_the_owner(
+    owner: Any,
+    other: Any,
+    staff: Any,
+    client: Client,
+    settings: Any,
+    tmp_path: Path,
+    path: str,
+) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    run = make_run(owner)
+    (tmp_path / "runs" / str(run.pk)).mkdir(parents=True)
+    (tmp_path / "runs" / str(run.pk) / "a.png").write_bytes(b"png")
+    url = path.format(id=run.pk)
+    assert client_for(owner).get(url).status_code == 200
+    assert client_for(staff).get(url).status_code == 200
+    assert client_for(other).get(url).status_code == 404
+    anonymous = client.get(url)
+    assert anonymous.status_code == 302 and "/login/" in anonymous["Location"]
+
+
+def test_media_outside_the_run_folder_is_404(owner: Any, settings: Any, tmp_path: Path) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    run = make_run(owner)
+    (tmp_path / "secret.txt").write_text("secret")
+    client = client_for(owner)
+    assert client.get(f"/media/runs/{run.pk}/../../../secret.txt").status_code == 404
+    assert client.get(f"/media/runs/{run.pk}/missing.png").status_code == 404
+    assert client.get("/media/other/file.png").status_code == 404
+
+
+@pytest.mark.parametrize("action", ["cancel", "resume", "clone"])
+def test_other_users_cannot_act_from_pages(owner: Any, other: Any, action: str) -> None:
+    run = make_run(owner, status=Run.Status.INTERRUPTED)
+    assert client_for(other).post(f"/runs/{run.pk}/{action}/").status_code == 404
+    assert Run.objects.count() == 1
+
+
+def test_page_actions(owner: Any, django_capture_on_commit_callbacks: Any) -> None:
+    client = client_for(owner)
+    run = make_run(owner)
+    client.post(f"/runs/{run.pk}/cancel/")
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED
+    page = client.post(f"/runs/{run.pk}/cancel/", follow=True)
+    assert b"only queued or running runs can be cancelled" in page.content
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post(f"/runs/{run.pk}/resume/")
+        clone = client.post(f"/runs/{run.pk}/clone/")
+    run.refresh_from_db()
+    assert run.status == Run.Status.QUEUED
+    assert clone["Location"] == f"/runs/{Run.objects.latest('pk').pk}/"
+
+
+def test_run_list_shows_own_runs(owner: Any, other: Any) -> None:
+    make_run(owner, name="mine-visible")
+    make_run(other, name="theirs-hidden")
+    page = client_for(owner).get("/runs/")
+    assert b"mine-visible" in page.content and b"theirs-hidden" not in page.content
+
+
+def test_tokens_are_shown_once_and_revocable_by_their_owner_only(owner: Any, other: Any) -> None:
+    page = client_for(owner).post("/tokens/", {"name": "ci"})
+    token = page.context["created"]
+    assert token.startswith("gw_") and token.encode() in page.content
+    row = ApiToken.objects.get()
+    assert row.digest == ApiToken.digest_of(token) and token not in row.digest
+    assert token.encode() not in client_for(owner).get("/tokens/").content
+    client_for(other).post("/tokens/", {"revoke": row.pk})
+    assert ApiToken.objects.filter(pk=row.pk).exists()
+    client_for(owner).post("/tokens/", {"revoke": row.pk})
+    assert not ApiToken.objects.exists()
+
+
+def test_every_preset_renders_a_valid_untouched_form(owner: Any) -> None:
+    for name in PRESETS:
+        form = NewRunForm(form_data(name), preset=name)
+        assert form.is_valid(), (name, form.errors)
+        assert form.built == PRESETS[name].recipe

@@ -1,0 +1,290 @@
+"""The REST API: runs, their events, samples and metrics; presets; recipe validation.
+
+Users see and act on their own runs (staff on all); anyone else gets 404, never a hint that the
+run exists. Invalid recipes are 400 with each problem under its field, the same messages as the
+form (both go through ``services.build_recipe``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from engine.presets import PRESETS
+from engine.problems import RecipeError
+from webapp.runs import services
+from webapp.runs.models import Event, Run
+from webapp.runs.serializers import (
+    CloneSerializer,
+    EventSerializer,
+    RecipeRequestSerializer,
+    RunCreateSerializer,
+    RunSerializer,
+    SampleSerializer,
+    problems_as_errors,
+)
+
+EVENTS_PAGE = 500
+
+
+class Pages(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _int_param(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValidationError({name: [f"{name}={raw!r} is not an integer"]}) from None
+
+
+class RunViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = RunSerializer
+    pagination_class = Pages
+    # For the schema's path parameter type; requests go through get_queryset.
+    queryset = Run.objects.none()
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self) -> Any:
+        runs = Run.objects.visible_to(self.request.user).select_related("owner")
+        status_filter = self.request.query_params.get("status")
+        if status_filter:
+            valid = {s.value for s in Run.Status}
+            if status_filter not in valid:
+                raise ValidationError({"status": [f"use one of {', '.join(sorted(valid))}"]})
+            runs = runs.filter(status=status_filter)
+        owner = self.request.query_params.get("owner")
+        if owner:
+            runs = runs.filter(owner__username=owner)
+        return runs
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, description="Only runs with this status."),
+            OpenApiParameter("owner", str, description="Only this user's runs (staff)."),
+        ]
+    )
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = RunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.create_run(
+            request.user,
+            body.validated_data["name"],
+            body.validated_data["built"],
+            preset=body.validated_data.get("preset") or "",
+        )
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(services.cancel_run)
+
+    @extend_schema(request=None, responses={200: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(services.resume_run)
+
+    @extend_schema(request=CloneSerializer, responses={201: RunSerializer})
+    @action(detail=True, methods=["post"])
+    def clone(self, request: Request, pk: str | None = None) -> Response:
+        body = CloneSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            run = services.clone_run(
+                self.get_object(),
+                request.user,
+                name=body.validated_data["name"],
+                overrides=body.validated_data.get("overrides"),
+            )
+        except RecipeError as error:
+            raise ValidationError(problems_as_errors(error)) from None
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Only events with seq greater than this."),
+            OpenApiParameter(
+                "superseded", bool, description="Include events a resume superseded (default no)."
+            ),
+        ],
+        responses={200: EventSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], url_path="events", url_name="events")
+    def events(self, request: Request, pk: str | None = None) -> Response:
+        """Up to 500 events after ``after``, in order; ask again with the last seq for more."""
+        run = self.get_object()
+        events = run.events.filter(seq__gt=_int_param(request, "after") or 0)
+        if request.query_params.get("superseded") not in ("1", "true", "yes"):
+            events = events.filter(superseded=False)
+        page = list(events.order_by("seq")[: EVENTS_PAGE + 1])
+        return Response(
+            {
+                "results": EventSerializer(page[:EVENTS_PAGE], many=True).data,
+                "more": len(page) > EVENTS_PAGE,
+            }
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("step", int, description="Samples of the rollout before this step."),
+            OpenApiParameter("group", int, description="Only this prompt group."),
+            OpenApiParameter("prompt", str, description="Prompts containing this text."),
+        ],
+        responses={200: SampleSerializer(many=True)},
+    )
+    @action(detail=True, methods=["get"], url_path="samples", url_name="samples")
+    def samples(self, request: Request, pk: str | None = None) -> Response:
+        run = self.get_object()
+        samples = run.samples.filter(superseded=False)
+        step, group = _int_param(request, "step"), _int_param(request, "group")
+        if step is not None:
+            samples = samples.filter(step=step)
+        if group is not None:
+            samples = samples.filter(group_index=group)
+        if request.query_params.get("prompt"):
+            samples = samples.filter(prompt__icontains=request.query_params["prompt"])
+        paginator = Pages()
+        page = paginator.paginate_queryset(
+            samples.order_by("step", "group_index", "index_in_group"), request
+        )
+        return paginator.get_paginated_response(SampleSerializer(page, many=True).data)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"], url_path="metrics", url_name="metrics")
+    def metrics(self, request: Request, pk: str | None = None) -> Response:
+        """Per-step series: reward mean/std per rollout, train metrics, evaluations, throughput."""
+        return Response(run_metrics(self.get_object()))
+
+    def _transition(self, change: Any) -> Response:
+        try:
+            run = change(self.get_object())
+        except services.TransitionError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        return Response(RunSerializer(run).data)
+
+
+def run_metrics(run: Run) -> dict[str, Any]:
+    """The series the charts draw, from the run's stored, non-superseded records."""
+    rewards: dict[int, list[float]] = defaultdict(list)
+    for step, reward in run.samples.filter(superseded=False).values_list("step", "reward"):
+        rewards[step].append(reward)
+    reward_series = []
+    for step in sorted(rewards):
+        values = rewards[step]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        reward_series.append({"step": step, "mean": mean, "std": std, "count": len(values)})
+    live = Event.objects.filter(run=run, superseded=False)
+
+    def payloads(kind: str) -> list[dict[str, Any]]:
+        return [
+            payload
+            for payload in live.filter(type=kind).order_by("seq").values_list("payload", flat=True)
+        ]
+
+    train_keys = (
+        "step",
+        "loss",
+        "policy_loss",
+        "kl",
+        "clip_fraction",
+        "ratio_mean",
+        "ratio_min",
+        "ratio_max",
+        "grad_norm",
+        "lr",
+    )
+    return {
+        "reward": reward_series,
+        "train": [{k: p.get(k) for k in train_keys} for p in payloads("train_step_finished")],
+        "evaluation": [
+            {
+                "step": p["step"],
+                "reward_mean": p["reward_mean"],
+                "components": p["reward_components"],
+            }
+            for p in payloads("evaluation_finished")
+        ],
+        "throughput": [
+            {k: v for k, v in p.items() if k not in ("type", "schema_version")}
+            for p in payloads("throughput")
+        ],
+    }
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+def presets(request: Request) -> Response:
+    """Every preset with its description, source, recipe and layout."""
+    return Response(
+        [
+            {
+                "name": p.name,
+                "description": p.description,
+                "source": p.source,
+                "recipe": p.recipe.to_dict(),
+                "layout": services.layout_dict(p.recipe),
+            }
+            for p in PRESETS.values()
+        ]
+    )
+
+
+@extend_schema(request=RecipeRequestSerializer, responses={200: dict})
+@api_view(["POST"])
+def validate_recipe(request: Request) -> Response:
+    """Always 200: ``valid``, every problem with its field, and the layout when valid."""
+    body = RecipeRequestSerializer(data=request.data)
+    if body.is_valid():
+        recipe = body.validated_data["built"]
+        return Response(
+            {
+                "valid": True,
+                "problems": [],
+                "recipe": recipe.to_dict(),
+                "layout": services.layout_dict(recipe),
+            }
+        )
+    return Response(
+        {
+            "valid": False,
+            "problems": [
+                {"field": field, "message": str(message)}
+                for field, messages in body.errors.items()
+                for message in messages
+            ],
+        }
+    )
+
+
+@extend_schema(request=RecipeRequestSerializer, responses={200: dict})
+@api_view(["POST"])
+def recipe_layout(request: Request) -> Response:
+    """The derived layout of a valid recipe; 400 with the problems otherwise."""
+    body = RecipeRequestSerializer(data=request.data)
+    body.is_valid(raise_exception=True)
+    return Response(services.layout_dict(body.validated_data["built"]))

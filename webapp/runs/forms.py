@@ -1,0 +1,188 @@
+"""The New run form: one text field per recipe setting, grouped as the recipe is.
+
+The form holds no rule of its own. Its values become overrides of the chosen preset, as text
+(the engine parses each one for its setting's type), and the engine's one validator reports the
+problems, each put back on its field. A prompt file upload replaces the inline prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields, is_dataclass
+from typing import Any
+
+from django import forms
+
+from engine.presets import PRESETS
+from engine.problems import Problem, RecipeError
+from engine.recipe import Recipe, field_docs
+from webapp.runs import services
+
+#: Recipe sections shown as fieldsets, in order; rewards is edited as JSON.
+SECTIONS = ("layout", "sampler", "optimiser", "run", "data", "model")
+#: Settings edited as one prompt per line rather than JSON.
+LINE_LISTS = {"data.prompts", "data.eval_prompts"}
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+MAX_PROMPTS = 100_000
+
+
+def form_name(path: str) -> str:
+    """The HTML field name of a dotted recipe path (``layout.n_samples_per_prompt``)."""
+    return path.replace(".", "__")
+
+
+def recipe_paths() -> list[tuple[str, list[str]]]:
+    """(section, [dotted paths]) for every scalar or list setting the form edits."""
+    sections = []
+    for section in SECTIONS:
+        config = getattr(Recipe(), section)
+        assert is_dataclass(config)
+        sections.append((section, [f"{section}.{f.name}" for f in fields(config)]))
+    return sections
+
+
+def display_value(value: Any, path: str) -> Any:
+    """How a recipe value appears in its input."""
+    if path in LINE_LISTS:
+        return "\n".join(value)
+    if isinstance(value, bool) or value is None:
+        return value if value is not None else ""
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+class NewRunForm(forms.Form):
+    preset = forms.ChoiceField(choices=[(name, name) for name in PRESETS])
+    name = forms.CharField(max_length=200, required=False)
+    rewards = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text='JSON list of {"name", "weight", "path"}; scores are summed with the weights.',
+    )
+    prompt_file = forms.FileField(
+        required=False,
+        help_text='Optional .txt (one prompt per line) or .jsonl ({"prompt": …} per line), '
+        "UTF-8, at most 5 MB; replaces the training prompts.",
+    )
+
+    def __init__(self, *args: Any, preset: str, **kwargs: Any) -> None:
+        recipe = PRESETS[preset].recipe.to_dict()
+        docs = field_docs()
+        kwargs["initial"] = {"preset": preset, "rewards": json.dumps(recipe["rewards"])}
+        super().__init__(*args, **kwargs)
+        self.sections: list[tuple[str, list[str]]] = []
+        for section, paths in recipe_paths():
+            names = []
+            for path in paths:
+                key = path.split(".", 1)[1]
+                value = recipe[section].get(key)
+                name = form_name(path)
+                self.fields[name] = self._field_for(path, value, docs.get(path, ""))
+                self.initial[name] = display_value(value, path)
+                names.append(name)
+            self.sections.append((section, names))
+        self.built: Recipe | None = None
+        self.upload_report: dict[str, Any] | None = None
+
+    @staticmethod
+    def _field_for(path: str, value: Any, doc: str) -> forms.Field:
+        label = path.split(".", 1)[1]
+        if isinstance(value, bool):
+            return forms.BooleanField(required=False, label=label, help_text=doc)
+        if path in LINE_LISTS:
+            widget: forms.Widget = forms.Textarea(attrs={"rows": 4})
+        else:
+            widget = forms.TextInput()
+        return forms.CharField(
+            required=False, label=label, help_text=doc, widget=widget, strip=True
+        )
+
+    def overrides(self) -> dict[str, Any]:
+        """The form's values as engine overrides (text; the engine parses each)."""
+        data = self.cleaned_data
+        result: dict[str, Any] = {"rewards": data.get("rewards", "")}
+        for _section, paths in recipe_paths():
+            for path in paths:
+                value = data.get(form_name(path))
+                if path in LINE_LISTS:
+                    value = [line.strip() for line in (value or "").splitlines() if line.strip()]
+                elif isinstance(value, bool):
+                    value = "true" if value else "false"
+                result[path] = value
+        if self.upload_report is not None:
+            result["data.prompts"] = self.upload_report["prompts"]
+            result["data.dataset"] = ""
+        return result
+
+    def clean_prompt_file(self) -> Any:
+        upload = self.cleaned_data.get("prompt_file")
+        if upload is None:
+            return None
+        if upload.size > MAX_UPLOAD_BYTES:
+            raise forms.ValidationError(
+                f"{upload.name} is {upload.size / 1e6:.1f} MB: the limit is 5 MB; "
+                "split the file or point data.dataset at a directory on the worker."
+            )
+        try:
+            text = upload.read().decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise forms.ValidationError(
+                f"{upload.name} is not UTF-8 (byte {error.start}): save it as UTF-8."
+            ) from None
+        prompts = parse_prompts(text, jsonl=upload.name.endswith(".jsonl"))
+        if not prompts:
+            raise forms.ValidationError(f"{upload.name} holds no prompts.")
+        if len(prompts) > MAX_PROMPTS:
+            raise forms.ValidationError(f"{len(prompts)} prompts: the limit is {MAX_PROMPTS}.")
+        self.upload_report = {
+            "name": upload.name,
+            "prompts": prompts,
+            "count": len(prompts),
+            "without_quotes": [p for p in prompts if p.count('"') < 2],
+        }
+        return upload
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        try:
+            self.built = services.build_recipe(preset=cleaned["preset"], overrides=self.overrides())
+        except RecipeError as error:
+            self._attach(error.problems)
+        missing = self.upload_report["without_quotes"] if self.upload_report else []
+        if self.built is not None and missing and any(r.name == "ocr" for r in self.built.rewards):
+            self.add_error(
+                "prompt_file",
+                f"{len(missing)} prompt(s) carry no quoted target text for the OCR reward, "
+                f"e.g. {missing[0]!r}: quote the text to render, or drop these lines.",
+            )
+        return cleaned
+
+    def _attach(self, problems: tuple[Problem, ...]) -> None:
+        for problem in problems:
+            name = form_name(problem.field.split("[", 1)[0])
+            if problem.field.startswith("rewards"):
+                name = "rewards"
+            if name in self.fields:
+                self.add_error(name, problem.message)
+            else:
+                self.add_error(None, f"{problem.field}: {problem.message}")
+
+
+def parse_prompts(text: str, *, jsonl: bool) -> list[str]:
+    """Prompts from a text file (one per line) or JSONL (``{"prompt": ...}`` per line)."""
+    if not jsonl:
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    prompts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"line {number} is not JSON: {error.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise forms.ValidationError(f'line {number} has no "prompt" string')
+        prompts.append(record["prompt"].strip())
+    return prompts

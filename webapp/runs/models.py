@@ -1,0 +1,171 @@
+"""What a run records. The database, not the socket, is the record (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+class RunQuerySet(models.QuerySet["Run"]):
+    def visible_to(self, user: Any) -> RunQuerySet:
+        """Runs the user may see and act on: their own, or all for staff."""
+        if getattr(user, "is_staff", False):
+            return self
+        return self.filter(owner=user)
+
+
+class Run(models.Model):
+    """One training run: its recipe, where it stands, and how to reproduce it."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        CANCELLING = "cancelling"
+        CANCELLED = "cancelled"
+        FINISHED = "finished"
+        FAILED = "failed"
+        INTERRUPTED = "interrupted"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING, Status.CANCELLING)
+    RESUMABLE = (Status.INTERRUPTED, Status.FAILED, Status.CANCELLED)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="runs"
+    )
+    name = models.CharField(max_length=200)
+    preset = models.CharField(
+        max_length=100, blank=True, help_text="Preset the recipe started from."
+    )
+    recipe = models.JSONField(help_text="The validated recipe (engine.recipe.Recipe.to_dict()).")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=255, blank=True, help_text="Worker that runs or ran it.")
+    step = models.PositiveIntegerField(default=0, help_text="Optimizer steps taken.")
+    max_steps = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, help_text="Why it failed, for the user.")
+    reproducibility = models.JSONField(
+        default=dict, blank=True, help_text="Project commit, package versions, host, device."
+    )
+    cloned_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones"
+    )
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
+
+    objects = RunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"], name="run_owner_recent"),
+            models.Index(fields=["status"], name="run_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.name}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+
+class Event(models.Model):
+    """One engine event, numbered per run in the order it was stored."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField(help_text="The run's next sequence number at storage.")
+    type = models.CharField(max_length=40)
+    step = models.PositiveIntegerField(null=True, blank=True)
+    payload = models.JSONField(help_text="event.to_dict(), images replaced by media URLs.")
+    time = models.DateTimeField()
+    superseded = models.BooleanField(
+        default=False, help_text="From steps a resumed run re-ran: kept, never shown twice."
+    )
+
+    class Meta:
+        ordering = ["run", "seq"]
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="event_run_seq")]
+        indexes = [models.Index(fields=["run", "type", "step"], name="event_run_type_step")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} event {self.seq} {self.type}"
+
+
+class Sample(models.Model):
+    """One image of a prompt group, with its reward and advantage."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField(help_text="Optimizer steps taken before its rollout.")
+    rollout_index = models.PositiveIntegerField()
+    group_index = models.PositiveIntegerField()
+    prompt = models.TextField()
+    index_in_group = models.PositiveIntegerField()
+    image = models.CharField(max_length=500, help_text="Path under MEDIA_ROOT.")
+    thumbnail = models.CharField(max_length=500, help_text="Path under MEDIA_ROOT.")
+    reward = models.FloatField()
+    components = models.JSONField(default=dict)
+    advantage = models.FloatField()
+    seed = models.BigIntegerField()
+    superseded = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["run", "step", "group_index", "index_in_group"]
+        indexes = [
+            models.Index(fields=["run", "step", "group_index"], name="sample_run_step_group"),
+            models.Index(fields=["run", "prompt"], name="sample_run_prompt"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} step {self.step} group {self.group_index} #{self.index_in_group}"
+
+
+class Checkpoint(models.Model):
+    """A checkpoint the engine wrote."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    path = models.CharField(max_length=500)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "step"]
+        constraints = [models.UniqueConstraint(fields=["run", "step"], name="checkpoint_run_step")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} checkpoint {self.step}"
+
+
+class ApiToken(models.Model):
+    """A named API token; only its SHA-256 is stored, the token is shown once at creation."""
+
+    PREFIX = "gw_"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens"
+    )
+    name = models.CharField(max_length=100)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.user})"
+
+    @staticmethod
+    def digest_of(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user: Any, name: str) -> tuple[ApiToken, str]:
+        """Create a token for ``user``; returns the row and the token text (not stored)."""
+        token = cls.PREFIX + secrets.token_urlsafe(32)
+        row = cls.objects.create(user=user, name=name, digest=cls.digest_of(token))
+        return row, token

@@ -1,0 +1,123 @@
+"""API shapes of runs, events, samples and recipe requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+from rest_framework import serializers
+
+from engine.problems import RecipeError
+from webapp.runs import services
+from webapp.runs.models import Event, Run, Sample
+
+
+def problems_as_errors(error: RecipeError) -> dict[str, list[str]]:
+    """Each problem under its dotted field path, the way DRF reports field errors."""
+    errors: dict[str, list[str]] = {}
+    for problem in error.problems:
+        errors.setdefault(problem.field, []).append(problem.message)
+    return errors
+
+
+class RecipeRequestSerializer(serializers.Serializer):
+    """A preset with overrides, or a whole recipe with overrides."""
+
+    preset = serializers.CharField(required=False, help_text="A preset name, e.g. tiny-color.")
+    recipe = serializers.JSONField(required=False, help_text="A whole recipe, nested by concern.")
+    overrides = serializers.JSONField(
+        required=False, help_text="{name: value}: a vocabulary name or a dotted path per key."
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            attrs["built"] = services.build_recipe(
+                preset=attrs.get("preset"),
+                recipe=attrs.get("recipe"),
+                overrides=attrs.get("overrides"),
+            )
+        except RecipeError as error:
+            raise serializers.ValidationError(problems_as_errors(error)) from None
+        return attrs
+
+
+class RunCreateSerializer(RecipeRequestSerializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class CloneSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    overrides = serializers.JSONField(required=False)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.get_username", read_only=True)
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Run
+        fields = [
+            "id",
+            "name",
+            "owner",
+            "preset",
+            "status",
+            "step",
+            "max_steps",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "worker",
+            "error",
+            "attempts",
+            "cloned_from",
+            "recipe",
+            "reproducibility",
+            "links",
+        ]
+        read_only_fields = fields
+
+    def get_links(self, run: Run) -> dict[str, str]:
+        return {
+            "page": reverse("run-detail-page", args=[run.pk]),
+            "events": reverse("api-run-events", args=[run.pk]),
+            "samples": reverse("api-run-samples", args=[run.pk]),
+            "metrics": reverse("api-run-metrics", args=[run.pk]),
+        }
+
+
+class EventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Event
+        fields = ["seq", "type", "step", "time", "superseded", "payload"]
+        read_only_fields = fields
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Sample
+        fields = [
+            "id",
+            "step",
+            "rollout_index",
+            "group_index",
+            "prompt",
+            "index_in_group",
+            "seed",
+            "reward",
+            "components",
+            "advantage",
+            "image_url",
+            "thumbnail_url",
+        ]
+        read_only_fields = fields
+
+    def get_image_url(self, sample: Sample) -> str:
+        return settings.MEDIA_URL + sample.image
+
+    def get_thumbnail_url(self, sample: Sample) -> str:
+        return settings.MEDIA_URL + sample.thumbnail

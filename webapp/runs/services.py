@@ -1,0 +1,123 @@
+"""The web side's one way into recipes and run state changes, shared by the form and the API.
+
+Every rule lives in the engine's validator; this module only maps a request (a preset with
+overrides, or a whole recipe) to a validated ``Recipe`` and performs state changes with
+conditional updates, so two requests racing on one run cannot both win.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from engine.layout import layout
+from engine.overrides import apply_overrides
+from engine.presets import PRESETS
+from engine.problems import Problem, RecipeError
+from engine.recipe import Recipe
+from webapp.runs.models import Run
+
+
+class TransitionError(Exception):
+    """A state change the run's current status does not allow; the message says why."""
+
+
+def build_recipe(*, preset: str | None = None, recipe: Any = None, overrides: Any = None) -> Recipe:
+    """A validated recipe from ``preset`` or ``recipe`` (plain data), then ``overrides``.
+
+    Raises ``RecipeError`` with every problem at once; ``preset`` and ``overrides`` problems
+    carry those names as their field.
+    """
+    if (preset is None) == (recipe is None):
+        raise RecipeError([Problem("preset", "give either a preset name or a whole recipe")])
+    if recipe is not None:
+        if not isinstance(recipe, dict):
+            raise RecipeError([Problem("recipe", "the recipe must be a JSON object")])
+        base = Recipe.from_dict(recipe)
+    elif preset is not None and preset in PRESETS:
+        base = PRESETS[preset].recipe
+    else:
+        raise RecipeError(
+            [Problem("preset", f"no preset named '{preset}': use one of {', '.join(PRESETS)}")]
+        )
+    if overrides:
+        if not isinstance(overrides, dict):
+            raise RecipeError(
+                [Problem("overrides", "overrides must be a JSON object of name: value")]
+            )
+        base = apply_overrides(base, overrides)
+    problems = base.validate()
+    if problems:
+        raise RecipeError(problems)
+    return base
+
+
+def layout_dict(recipe: Recipe) -> dict[str, Any]:
+    """The derived numbers a user checks before launching (seeds of the first rollout)."""
+    return layout(recipe).to_dict()
+
+
+def create_run(
+    owner: Any, name: str, recipe: Recipe, *, preset: str = "", cloned_from: Run | None = None
+) -> Run:
+    """Store a queued run and enqueue its training once the row is committed."""
+    run = Run.objects.create(
+        owner=owner,
+        name=name.strip() or preset or "run",
+        preset=preset,
+        recipe=recipe.to_dict(),
+        max_steps=recipe.run.max_steps,
+        cloned_from=cloned_from,
+    )
+    _enqueue(run)
+    return run
+
+
+def cancel_run(run: Run) -> Run:
+    """A queued run is cancelled at once; a running one is asked to stop between phases."""
+    now = timezone.now()
+    if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED).update(
+        status=Run.Status.CANCELLED, finished_at=now
+    ):
+        run.refresh_from_db()
+        return run
+    if Run.objects.filter(pk=run.pk, status=Run.Status.RUNNING).update(
+        status=Run.Status.CANCELLING
+    ):
+        run.refresh_from_db()
+        return run
+    run.refresh_from_db()
+    raise TransitionError(
+        f"run #{run.pk} is {run.status}: only queued or running runs can be cancelled"
+    )
+
+
+def resume_run(run: Run) -> Run:
+    """Queue an interrupted, failed or cancelled run again; it continues from its checkpoint."""
+    resumed = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
+        status=Run.Status.QUEUED, error="", finished_at=None
+    )
+    run.refresh_from_db()
+    if not resumed:
+        raise TransitionError(
+            f"run #{run.pk} is {run.status}: only interrupted, failed or cancelled runs resume"
+        )
+    _enqueue(run)
+    return run
+
+
+def clone_run(run: Run, owner: Any, *, name: str = "", overrides: Any = None) -> Run:
+    """A new queued run with ``run``'s recipe and ``overrides`` applied."""
+    recipe = build_recipe(recipe=run.recipe, overrides=overrides)
+    return create_run(
+        owner, name or f"{run.name} (clone)", recipe, preset=run.preset, cloned_from=run
+    )
+
+
+def _enqueue(run: Run) -> None:
+    from webapp.runs.tasks import train_run
+
+    run_id = run.pk
+    transaction.on_commit(lambda: train_run.delay(run_id))

@@ -1,0 +1,191 @@
+"""The web sink: stores every engine event (rows, images under media) first, then notifies.
+
+The training loop calls the sink from its own thread; the sink hands each event to one writer
+thread, so PNG encoding and database writes never slow training, and events are stored in the
+order they were emitted. Each stored event gets the run's next sequence number. Only after its
+rows are committed is the browser told (Redis group push when ``REDIS_URL`` is set; otherwise
+live pages follow the event table). A failure to store is raised to the loop at its next event or
+at ``close()``: a run whose record is broken must stop, not train on unrecorded.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.db.models import Max
+from PIL import Image
+
+from engine.events import (
+    CheckpointSaved,
+    EvaluationFinished,
+    Event,
+    RolloutFinished,
+    RunStarted,
+    TrainStepFinished,
+)
+from webapp.runs import models
+
+logger = logging.getLogger(__name__)
+
+THUMBNAIL_PIXELS = 160
+#: Events whose records a resume re-creates, and so supersedes.
+STEP_EVENTS = (
+    "rollout_finished",
+    "train_step_finished",
+    "evaluation_finished",
+    "throughput",
+    "health",
+    "checkpoint_saved",
+)
+
+
+def run_group(run_id: int) -> str:
+    """The channel-layer group that hears about a run's new events."""
+    return f"run-{run_id}"
+
+
+class RunSink:
+    """Callable sink for one run: ``sink(event)``; ``close()`` waits for the writer."""
+
+    def __init__(self, run: models.Run) -> None:
+        self.run_id = run.pk
+        last = run.events.aggregate(last=Max("seq"))["last"]
+        self._next_seq = (last or 0) + 1
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run-{run.pk}-sink")
+        self._pending: list[Future[None]] = []
+
+    def __call__(self, event: Event) -> None:
+        self._raise_failures()
+        self._pending.append(self._writer.submit(self._store_safely, event))
+
+    def close(self) -> None:
+        """Wait until every event is stored; raise the first storage failure."""
+        self._writer.shutdown(wait=True)
+        self._raise_failures()
+
+    def _raise_failures(self) -> None:
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        for future in done:
+            future.result()
+
+    def _store_safely(self, event: Event) -> None:
+        try:
+            seq = self._store(event)
+        finally:
+            close_old_connections()
+        self._notify(seq, event.type)
+
+    def _store(self, event: Event) -> int:
+        payload = event.to_dict(encode_image=lambda _image: None)
+        seq = self._next_seq
+        with transaction.atomic():
+            if isinstance(event, RunStarted):
+                self._supersede_after(event.start_step)
+            if isinstance(event, RolloutFinished):
+                self._store_rollout(event, payload)
+            elif isinstance(event, EvaluationFinished):
+                self._store_evaluation(event, payload)
+            elif isinstance(event, TrainStepFinished):
+                models.Run.objects.filter(pk=self.run_id).update(step=event.step)
+            elif isinstance(event, CheckpointSaved):
+                models.Checkpoint.objects.update_or_create(
+                    run_id=self.run_id, step=event.step, defaults={"path": event.path}
+                )
+            models.Event.objects.create(
+                run_id=self.run_id,
+                seq=seq,
+                type=event.type,
+                step=payload.get("step"),
+                payload=payload,
+                time=datetime.fromtimestamp(event.time, tz=UTC),
+            )
+        self._next_seq += 1
+        return seq
+
+    def _supersede_after(self, start_step: int) -> None:
+        """A resume from ``start_step`` re-runs what was recorded after that checkpoint."""
+        after_seq = 0
+        if start_step > 0:
+            checkpoint = (
+                models.Event.objects.filter(
+                    run_id=self.run_id, type="checkpoint_saved", step=start_step, superseded=False
+                )
+                .order_by("-seq")
+                .first()
+            )
+            after_seq = checkpoint.seq if checkpoint else 0
+        models.Event.objects.filter(
+            run_id=self.run_id, type__in=STEP_EVENTS, seq__gt=after_seq, superseded=False
+        ).update(superseded=True)
+        models.Sample.objects.filter(
+            run_id=self.run_id, step__gte=start_step, superseded=False
+        ).update(superseded=True)
+
+    def _store_rollout(self, event: RolloutFinished, payload: dict[str, Any]) -> None:
+        rows = []
+        folder = f"runs/{self.run_id}/rollout-{event.rollout_index:05d}-step-{event.step:06d}"
+        for group, group_data in zip(event.groups, payload["groups"], strict=True):
+            for sample, sample_data in zip(group.samples, group_data["samples"], strict=True):
+                stem = f"{folder}/g{group.group_index:03d}-s{sample.sample_index:03d}-{sample.seed}"
+                image, thumbnail = self._write_image(sample.image, stem)
+                sample_data["image"] = settings.MEDIA_URL + image
+                sample_data["thumbnail"] = settings.MEDIA_URL + thumbnail
+                rows.append(
+                    models.Sample(
+                        run_id=self.run_id,
+                        step=event.step,
+                        rollout_index=event.rollout_index,
+                        group_index=group.group_index,
+                        prompt=group.prompt,
+                        index_in_group=sample.sample_index,
+                        image=image,
+                        thumbnail=thumbnail,
+                        reward=sample.reward,
+                        components=sample.reward_components,
+                        advantage=sample.advantage,
+                        seed=sample.seed,
+                    )
+                )
+        models.Sample.objects.bulk_create(rows)
+
+    def _store_evaluation(self, event: EvaluationFinished, payload: dict[str, Any]) -> None:
+        folder = f"runs/{self.run_id}/eval-step-{event.step:06d}"
+        for index, (sample, data) in enumerate(zip(event.samples, payload["samples"], strict=True)):
+            image, thumbnail = self._write_image(
+                sample.image, f"{folder}/{index:03d}-{sample.seed}"
+            )
+            data["image"] = settings.MEDIA_URL + image
+            data["thumbnail"] = settings.MEDIA_URL + thumbnail
+
+    def _write_image(self, pixels: np.ndarray, stem: str) -> tuple[str, str]:
+        """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT."""
+        root = Path(settings.MEDIA_ROOT)
+        image_path, thumb_path = f"{stem}.png", f"{stem}.thumb.png"
+        (root / image_path).parent.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(pixels)
+        picture.save(root / image_path, optimize=False)
+        picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+        picture.save(root / thumb_path, optimize=False)
+        return image_path, thumb_path
+
+    def _notify(self, seq: int, event_type: str) -> None:
+        if not settings.REDIS_URL:
+            return
+        try:
+            layer = get_channel_layer()
+            async_to_sync(layer.group_send)(
+                run_group(self.run_id), {"type": "run.event", "seq": seq, "event_type": event_type}
+            )
+        except Exception:
+            # The database is the record: a browser that missed the push catches up from it.
+            logger.warning("could not notify run %s listeners of event %s", self.run_id, seq)
