@@ -1,0 +1,87 @@
+"""The headless command line: ``python -m engine validate | layout | train``.
+
+Exit codes: 0 success, 2 an invalid recipe or arguments (each problem printed with its field
+and fix), 1 a run that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from engine.layout import layout
+from engine.overrides import apply_overrides, parse_assignments
+from engine.presets import PRESETS
+from engine.problems import RecipeError
+from engine.recipe import Recipe
+
+EXIT_INVALID = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("validate", "check a recipe and print every problem"),
+        ("layout", "print the derived layout of a valid recipe"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        _recipe_arguments(sub)
+    return parser
+
+
+def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("recipe_file", nargs="?", help="a recipe in TOML or JSON")
+    source.add_argument("--preset", choices=sorted(PRESETS), help="start from a preset")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting by its name or dotted path (values are JSON when they parse)",
+    )
+
+
+def load_recipe(args: argparse.Namespace) -> Recipe:
+    """The recipe the arguments name, with ``--set`` applied; raises ``RecipeError``."""
+    recipe = PRESETS[args.preset].recipe if args.preset else Recipe.load(Path(args.recipe_file))
+    return apply_overrides(recipe, parse_assignments(args.overrides))
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        recipe = load_recipe(args)
+    except RecipeError as error:
+        return _report(error, out)
+    except OSError as error:
+        print(f"cannot read the recipe: {error}", file=out)
+        return EXIT_INVALID
+    problems = recipe.validate()
+    if problems:
+        return _report(RecipeError(problems), out)
+    if args.command == "validate":
+        print("valid", file=out)
+        return 0
+    return _print_layout(recipe, out)
+
+
+def _report(error: RecipeError, out: TextIO) -> int:
+    print(f"invalid recipe: {len(error.problems)} problem(s)", file=out)
+    for problem in error.problems:
+        print(f"  {problem.field}: {problem.message}", file=out)
+    return EXIT_INVALID
+
+
+def _print_layout(recipe: Recipe, out: TextIO) -> int:
+    derived = layout(recipe).to_dict()
+    derived.pop("group_seeds")
+    width = max(len(key) for key in derived)
+    for key, value in derived.items():
+        print(f"{key:<{width}}  {value}", file=out)
+    return 0

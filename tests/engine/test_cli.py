@@ -1,0 +1,63 @@
+"""The headless CLI's validate and layout commands, end to end in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.recipe import Recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def engine(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_validate_a_preset_and_a_file(tmp_path: Path) -> None:
+    assert engine("validate", "--preset", "tiny-color").stdout.strip() == "valid"
+    recipe = tmp_path / "r.toml"
+    Recipe().save(recipe)
+    assert engine("validate", str(recipe)).returncode == 0
+
+
+def test_invalid_recipe_exits_2_with_every_problem() -> None:
+    result = engine(
+        "validate",
+        "--preset",
+        "tiny-color",
+        "--set",
+        "diffusion_microgroup_size=3",
+        "--set",
+        "lr=-1",
+    )
+    assert result.returncode == 2
+    assert "invalid recipe: 2 problem(s)" in result.stdout
+    assert (
+        "layout.diffusion_microgroup_size: n_samples_per_prompt=4 is not a multiple"
+        in result.stdout
+    )
+    assert "optimiser.lr" in result.stdout
+
+
+def test_bad_arguments_and_files(tmp_path: Path) -> None:
+    assert engine("validate", "--preset", "tiny-color", "--set", "noequals").returncode == 2
+    assert engine("validate", str(tmp_path / "missing.toml")).returncode == 2
+    assert engine("layout").returncode == 2
+
+
+def test_layout_table() -> None:
+    result = engine("layout", "--preset", "ocr-qwen-image-2gpu")
+    assert result.returncode == 0
+    rows = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    # P=16 prompts x G=16 samples; M=16 -> one request per prompt; 2 optimizer steps.
+    assert rows["samples_per_rollout"] == "256"
+    assert rows["requests_per_rollout"] == "16"
+    assert rows["optimizer_steps_per_rollout"] == "2"
