@@ -1,0 +1,89 @@
+"""The run socket: backlog after a sequence number, then live events; strangers refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+from django.utils import timezone
+
+from engine.events import LogLine
+from tests.webapp.personas import make_run
+from webapp.routing import websocket_urlpatterns
+from webapp.runs.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from webapp.runs.models import Event, Run
+from webapp.runs.sink import RunSink
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.production]
+
+
+def socket(run_id: int, user: Any) -> WebsocketCommunicator:
+    communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), f"/ws/runs/{run_id}/")
+    communicator.scope["user"] = user
+    return communicator
+
+
+@database_sync_to_async
+def run_with_events(owner: Any, count: int) -> Run:
+    run = make_run(owner, status=Run.Status.RUNNING)
+    for seq in range(1, count + 1):
+        Event.objects.create(
+            run=run,
+            seq=seq,
+            type="log_line",
+            payload={"message": f"line {seq}"},
+            time=timezone.now(),
+        )
+    Event.objects.create(
+        run=run,
+        seq=count + 1,
+        type="rollout_finished",
+        step=0,
+        payload={},
+        time=timezone.now(),
+        superseded=True,
+    )
+    return run
+
+
+async def test_strangers_are_refused(owner: Any, other: Any) -> None:
+    run = await run_with_events(owner, 1)
+    anonymous = socket(run.pk, AnonymousUser())
+    assert await anonymous.connect() == (False, CLOSE_UNAUTHENTICATED)
+    stranger = socket(run.pk, other)
+    assert await stranger.connect() == (False, CLOSE_NOT_FOUND)
+    missing = socket(run.pk + 100, owner)
+    assert await missing.connect() == (False, CLOSE_NOT_FOUND)
+
+
+async def test_backlog_after_seq_then_live_events(owner: Any) -> None:
+    run = await run_with_events(owner, 3)
+    communicator = socket(run.pk, owner)
+    connected, _ = await communicator.connect()
+    assert connected
+    await communicator.send_json_to({"type": "subscribe", "after": 1})
+    backlog = await communicator.receive_json_from(timeout=10)
+    assert [e["seq"] for e in backlog["events"]] == [2, 3], "superseded seq 4 is not sent"
+    assert backlog["run"]["status"] == "running"
+
+    sink = await database_sync_to_async(RunSink)(run)
+    await database_sync_to_async(sink)(LogLine(level="info", message="fresh"))
+    await database_sync_to_async(sink.close)()
+    live = await communicator.receive_json_from(timeout=10)
+    assert [(e["seq"], e["payload"]["message"]) for e in live["events"]] == [(5, "fresh")]
+    await communicator.disconnect()
+
+
+async def test_bad_messages_get_an_error(owner: Any) -> None:
+    run = await run_with_events(owner, 1)
+    communicator = socket(run.pk, owner)
+    await communicator.connect()
+    await communicator.send_json_to({"type": "hello"})
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "error"
+    await communicator.send_json_to({"type": "subscribe", "after": "x"})
+    assert "sequence number" in (await communicator.receive_json_from(timeout=5))["message"]
+    await communicator.disconnect()

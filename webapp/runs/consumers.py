@@ -1,0 +1,149 @@
+"""The run socket: a run's stored events after a given sequence number, then live ones.
+
+The client sends ``{"type": "subscribe", "after": <last seq it saw>}`` and receives
+``{"type": "events", "events": [...], "run": {...}}`` batches, in order, without gaps: the
+database is the record and every batch is read from it. New events are announced on the run's
+channel-layer group, by the worker's sink through Redis, or, on the embedded default (an
+in-process layer that cannot cross processes), by one ``EventFollower`` per web process that polls
+the event table for every watched run in a single query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Max
+
+from webapp.runs.models import Event, Run
+from webapp.runs.sink import run_group
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_NOT_FOUND = 4404
+#: How often the embedded follower looks for new events.
+FOLLOW_SECONDS = 0.2
+
+
+class RunConsumer(AsyncJsonWebsocketConsumer):
+    """One browser watching one run."""
+
+    run_id: int
+    after: int | None = None
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
+        if not await _visible(self.run_id, user):
+            await self.close(code=CLOSE_NOT_FOUND)
+            return
+        await self.channel_layer.group_add(run_group(self.run_id), self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code: int) -> None:
+        if hasattr(self, "run_id"):
+            await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+            FOLLOWER.unwatch(self.run_id)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if not isinstance(content, dict) or content.get("type") != "subscribe":
+            await self.send_json(
+                {"type": "error", "message": 'send {"type": "subscribe", "after": N}'}
+            )
+            return
+        try:
+            after = int(content.get("after") or 0)
+        except (TypeError, ValueError):
+            await self.send_json({"type": "error", "message": "after must be a sequence number"})
+            return
+        first = self.after is None
+        self.after = max(after, 0)
+        await self._send_new()
+        if first and not settings.REDIS_URL:
+            FOLLOWER.watch(self.run_id, self.after)
+
+    async def run_event(self, message: dict[str, Any]) -> None:
+        """A new event was stored: send everything after what this socket has seen."""
+        if self.after is not None and message.get("seq", 0) > self.after:
+            await self._send_new()
+
+    async def _send_new(self) -> None:
+        assert self.after is not None
+        while True:
+            events, run = await _events_after(self.run_id, self.after)
+            if events:
+                self.after = events[-1]["seq"]
+            await self.send_json({"type": "events", "events": events, "run": run})
+            if len(events) < BATCH:
+                return
+
+
+@database_sync_to_async
+def _visible(run_id: int, user: Any) -> bool:
+    return Run.objects.visible_to(user).filter(pk=run_id).exists()
+
+
+@database_sync_to_async
+def _events_after(run_id: int, after: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    rows = Event.objects.filter(run_id=run_id, seq__gt=after, superseded=False).order_by("seq")
+    events = [
+        {"seq": e.seq, "type": e.type, "step": e.step, "payload": e.payload} for e in rows[:BATCH]
+    ]
+    run = Run.objects.values("status", "step", "max_steps", "error").get(pk=run_id)
+    return events, run
+
+
+class EventFollower:
+    """Polls the event table for the runs this process's sockets watch, in one query per tick,
+    and announces new events on each run's group (embedded default only)."""
+
+    def __init__(self) -> None:
+        self.watched: dict[int, int] = {}
+        self.watchers: dict[int, int] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    def watch(self, run_id: int, seq: int) -> None:
+        self.watchers[run_id] = self.watchers.get(run_id, 0) + 1
+        self.watched[run_id] = max(self.watched.get(run_id, 0), seq)
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._follow())
+
+    def unwatch(self, run_id: int) -> None:
+        if run_id not in self.watchers:
+            return
+        self.watchers[run_id] -= 1
+        if self.watchers[run_id] <= 0:
+            del self.watchers[run_id]
+            self.watched.pop(run_id, None)
+
+    async def _follow(self) -> None:
+        layer = get_channel_layer()
+        while self.watched:
+            try:
+                latest = await _latest_seqs(list(self.watched))
+                for run_id, seq in latest.items():
+                    if run_id in self.watched and seq > self.watched[run_id]:
+                        self.watched[run_id] = seq
+                        await layer.group_send(run_group(run_id), {"type": "run.event", "seq": seq})
+            except Exception:
+                logger.exception("event follower tick failed; retrying")
+            await asyncio.sleep(FOLLOW_SECONDS)
+
+
+@database_sync_to_async
+def _latest_seqs(run_ids: list[int]) -> dict[int, int]:
+    rows = Event.objects.filter(run_id__in=run_ids).values("run_id").annotate(last=Max("seq"))
+    return {row["run_id"]: row["last"] for row in rows}
+
+
+FOLLOWER = EventFollower()
