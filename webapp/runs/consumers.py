@@ -100,7 +100,7 @@ def _events_after(run_id: int, after: int) -> tuple[list[dict[str, Any]], dict[s
         {"seq": e.seq, "type": e.type, "step": e.step, "payload": e.payload} for e in rows[:BATCH]
     ]
     run = Run.objects.values("status", "step", "max_steps", "error").get(pk=run_id)
-    return events, run
+    return events, dict(run)
 
 
 class EventFollower:

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import SuspiciousFileOperation
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -21,7 +22,7 @@ from django.views.static import serve
 from engine.presets import PRESETS
 from webapp.runs import services
 from webapp.runs.forms import NewRunForm
-from webapp.runs.models import ApiToken, Run
+from webapp.runs.models import ApiToken, Run, Sample
 
 DEFAULT_PRESET = "tiny-color"
 
@@ -63,31 +64,70 @@ def new_run(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
+    """The live page: a skeleton the browser fills from the run's socket."""
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
-    latest_step = (
-        run.samples.filter(superseded=False)
-        .order_by("-step")
-        .values_list("step", flat=True)
-        .first()
-    )
-    samples = (
-        run.samples.filter(superseded=False, step=latest_step).order_by("group_index", "-reward")
-        if latest_step is not None
-        else run.samples.none()
-    )
-    groups: dict[int, dict[str, Any]] = {}
-    for sample in samples:
-        group = groups.setdefault(sample.group_index, {"prompt": sample.prompt, "samples": []})
-        group["samples"].append(sample)
+    return render(request, "runs/detail.html", {"run": run})
+
+
+GALLERY_PAGE = 60
+GALLERY_ORDERS = {
+    "group": ("group_index", "-reward"),
+    "best": ("-reward", "group_index"),
+    "worst": ("reward", "group_index"),
+}
+
+
+@require_GET
+def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Every stored step of a run: a step slider, prompt filter and search, best / worst first,
+    and one prompt's evolution across steps. Paginated, so any number of samples is fine."""
+    run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
+    live = Sample.objects.filter(run=run, superseded=False)
+    steps = list(live.order_by("step").values_list("step", flat=True).distinct())
+    prompts = list(live.order_by("prompt").values_list("prompt", flat=True).distinct()[:500])
+    prompt = request.GET.get("prompt", "")
+    query = request.GET.get("q", "").strip()
+    order = request.GET.get("order", "group")
+    if order not in GALLERY_ORDERS:
+        order = "group"
+    try:
+        step = int(request.GET.get("step", steps[-1] if steps else 0))
+    except ValueError:
+        step = steps[-1] if steps else 0
+    evolution = request.GET.get("view") == "evolution" and bool(prompt)
+    if evolution:
+        # One prompt across steps: its best sample of each rollout, in step order.
+        samples = live.filter(prompt=prompt).order_by("step", "-reward").distinct()
+        strip: dict[int, Sample] = {}
+        for sample in samples.iterator():
+            strip.setdefault(sample.step, sample)
+        shown = list(strip.values())
+        page_obj = None
+    else:
+        selected = live.filter(step=step)
+        if prompt:
+            selected = selected.filter(prompt=prompt)
+        if query:
+            selected = selected.filter(prompt__icontains=query)
+        page_obj = Paginator(selected.order_by(*GALLERY_ORDERS[order]), GALLERY_PAGE).get_page(
+            request.GET.get("page")
+        )
+        shown = list(page_obj.object_list)
     return render(
         request,
-        "runs/detail.html",
+        "runs/gallery.html",
         {
             "run": run,
-            "groups": groups.values(),
-            "latest_step": latest_step,
-            "events": run.events.filter(superseded=False).order_by("-seq")[:30],
-            "checkpoints": run.checkpoints.all(),
+            "steps": steps,
+            "step": step,
+            "step_index": steps.index(step) if step in steps else 0,
+            "prompts": prompts,
+            "prompt": prompt,
+            "q": query,
+            "order": order,
+            "evolution": evolution,
+            "samples": shown,
+            "page_obj": page_obj,
         },
     )
 
