@@ -1,0 +1,112 @@
+"""Gallery first page with 50,000 stored samples: how long the server takes to render it.
+
+Builds a scratch SQLite database (migrated like `make run` does), stores one run with
+ROLLOUTS x PROMPTS x GROUP samples, then times the first gallery page (latest step, every
+prompt), a step in the middle and a prompt's evolution strip through Django's test client.
+Prints a table and appends it to docs/performance.md with the machine.
+
+    .venv/bin/python bench/gallery.py [--rollouts 200 --prompts 16 --group 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rollouts", type=int, default=200)
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--group", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    scratch = tempfile.mkdtemp(prefix="gw-gallery-")
+    os.environ.update(GROUPWISE_VAR_DIR=scratch, DJANGO_SETTINGS_MODULE="webapp.settings")
+    os.environ.pop("DATABASE_URL", None)
+    sys.path.insert(0, str(REPO))
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+
+    from engine.presets import PRESETS
+    from webapp.runs.models import Run, Sample
+
+    settings.ALLOWED_HOSTS = ["testserver"]
+    call_command("migrate", verbosity=0)
+    user = User.objects.create_user("bench")
+    run = Run.objects.create(
+        owner=user, name="bench", recipe=PRESETS["tiny-color"].recipe.to_dict()
+    )
+    rows = [
+        Sample(
+            run=run,
+            step=r,
+            rollout_index=r,
+            group_index=g,
+            prompt=f"prompt {g}",
+            index_in_group=i,
+            image=f"runs/{run.pk}/{r}/{g}-{i}.png",
+            thumbnail=f"runs/{run.pk}/{r}/{g}-{i}.t.png",
+            reward=(r + i) / 1000,
+            components={"color": (r + i) / 1000},
+            advantage=0.0,
+            seed=r * 1000 + g * 16 + i,
+        )
+        for r in range(args.rollouts)
+        for g in range(args.prompts)
+        for i in range(args.group)
+    ]
+    Sample.objects.bulk_create(rows, batch_size=5000)
+    client = Client()
+    client.force_login(user)
+    pages = {
+        "first page (latest step)": f"/runs/{run.pk}/gallery/",
+        "middle step, best first": f"/runs/{run.pk}/gallery/?step={args.rollouts // 2}&order=best",
+        "one prompt's evolution": f"/runs/{run.pk}/gallery/?prompt=prompt 3&view=evolution",
+    }
+    lines = []
+    for name, url in pages.items():
+        times = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            response = client.get(url)
+            times.append((time.perf_counter() - started) * 1000)
+            assert response.status_code == 200, response.status_code
+        lines.append(f"| {name} | {statistics.median(times):.0f} | {max(times):.0f} |")
+    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, SQLite"
+    table = "\n".join(
+        [
+            f"### Gallery with {len(rows):,} samples "
+            f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            "",
+            f"`bench/gallery.py`: {args.rollouts} rollouts x {args.prompts} prompts x "
+            f"{args.group} samples; server time per page over {args.repeats} requests.",
+            "",
+            "| page | median ms | max ms |",
+            "|---|---|---|",
+            *lines,
+            "",
+        ]
+    )
+    print(table)
+    with (REPO / "docs" / "performance.md").open("a") as out:
+        out.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()
