@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine.families import FAMILIES
-from engine.problems import Problem, or_list
-from engine.rewards.registry import reward_entry, reward_names
+from engine.problems import Problem, RecipeError, or_list
+from engine.rewards.ocr import ocr_prompt_problems, unquoted_prompts
+from engine.rewards.registry import reward_entry, reward_names, reward_path
 
 if TYPE_CHECKING:
     from engine.recipe import Recipe
@@ -62,21 +63,15 @@ def check_paths(recipe: Recipe, root: str | Path | None = None) -> list[Problem]
         problems.append(
             Problem("model.path", f"model.path='{model.path}' is not a directory: fix the path")
         )
-    dataset = recipe.data.dataset
-    if dataset is not None and not (base / dataset / "train.txt").is_file():
-        problems.append(
-            Problem(
-                "data.dataset",
-                f"dataset='{dataset}' has no train.txt: point it at a directory holding "
-                "train.txt and test.txt, one prompt per line",
-            )
-        )
+    if recipe.data.dataset is not None:
+        problems.extend(_dataset_problems(recipe, base))
     known = reward_names()
     for index, spec in enumerate(recipe.rewards):
         if spec.name not in known or not reward_entry(spec.name).needs_path:
             continue
         where = f"rewards[{index}].path"
-        if not spec.path:
+        path = reward_path(spec.name, spec.path)
+        if not path:
             problems.append(
                 Problem(
                     where,
@@ -84,11 +79,33 @@ def check_paths(recipe: Recipe, root: str | Path | None = None) -> list[Problem]
                     "directory: set it",
                 )
             )
-        elif not (base / spec.path).is_dir():
-            problems.append(
-                Problem(where, f"{where}='{spec.path}' is not a directory: fix the path")
-            )
+        elif not (base / path).is_dir():
+            problems.append(Problem(where, f"{where}='{path}' is not a directory: fix the path"))
     return problems
+
+
+def _dataset_problems(recipe: Recipe, base: Path) -> list[Problem]:
+    """A dataset that cannot be read, or whose prompts the OCR reward cannot score."""
+    from engine.prompts import load_prompts
+
+    try:
+        prompts = load_prompts(recipe.data, base)
+    except RecipeError as error:
+        return list(error.problems)
+    if not any(spec.name == "ocr" for spec in recipe.rewards):
+        return []
+    # Evaluation falls back to the training prompts: count each prompt once.
+    every = list(dict.fromkeys(prompts.train + prompts.eval))
+    missing = unquoted_prompts(every)
+    if not missing:
+        return []
+    return [
+        Problem(
+            "data.dataset",
+            f"{len(missing)} of {len(every)} prompts have no text in double quotes for the ocr "
+            f"reward, e.g. {missing[0][1]!r}: quote the text to render",
+        )
+    ]
 
 
 def divisors(n: int) -> list[int]:
@@ -153,6 +170,11 @@ def _check_data(recipe: Recipe, problems: list[Problem]) -> None:
                 problems.append(
                     Problem(f"data.{name}[{index}]", f"{name}[{index}] is blank: remove it")
                 )
+    # The ocr reward scores the quoted text: say which inline prompts have none before any
+    # compute (a dataset's prompts are checked by check_paths, where the files are).
+    if any(spec.name == "ocr" for spec in recipe.rewards):
+        problems.extend(ocr_prompt_problems(data.prompts, field="data.prompts"))
+        problems.extend(ocr_prompt_problems(data.eval_prompts, field="data.eval_prompts"))
 
 
 def _check_rewards(recipe: Recipe, problems: list[Problem]) -> None:

@@ -1,4 +1,8 @@
-"""Reward models: the contract, the registry, the weighted sum and the built-in colour rewards."""
+"""Reward models: the contract, the registry, the weighted sum and the background scorer.
+
+The model-backed rewards (``engine.rewards.ocr``, ``pickscore``, ``remote``) are imported by the
+registry only when built, so importing this package loads no model.
+"""
 
 from engine.rewards.base import Reward, RewardOutput, check_batch
 from engine.rewards.combine import WeightedSum, build_rewards
@@ -8,13 +12,18 @@ from engine.rewards.registry import (
     register_reward,
     reward_entry,
     reward_names,
+    reward_path,
     unregister_reward,
 )
+from engine.rewards.scorer import RewardScorer, ScoredBatch, ScoredRollout
 
 __all__ = [
     "Reward",
     "RewardEntry",
     "RewardOutput",
+    "RewardScorer",
+    "ScoredBatch",
+    "ScoredRollout",
     "WeightedSum",
     "build_reward",
     "build_rewards",
@@ -22,5 +31,6 @@ __all__ = [
     "register_reward",
     "reward_entry",
     "reward_names",
+    "reward_path",
     "unregister_reward",
 ]

@@ -2,12 +2,14 @@
 
 A recipe names rewards; the registry turns a name into a ``Reward``. Entries hold their factory
 as a ``"module:attribute"`` string, imported only when the reward is built, so that validating a
-recipe never imports a reward's heavy dependencies (OCR engines, CLIP).
+recipe never imports a reward's heavy dependencies (OCR engines, CLIP). Installed packages add
+rewards through entry points (``engine.rewards.plugins``), discovered on the first look-up.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -24,10 +26,16 @@ class RewardEntry:
     ``needs_path`` is true; either the callable itself or its ``"module:attribute"`` address.
     """
 
+    #: The name a recipe uses.
     name: str
+    #: Builds the reward: a callable or its ``"module:attribute"`` address, imported lazily.
     factory: str | RewardFactory
+    #: One line for forms and ``--help``.
     description: str
+    #: Whether the factory takes the local weights directory.
     needs_path: bool = False
+    #: Environment variable giving the weights directory when the recipe leaves the path empty.
+    path_setting: str | None = None
 
 
 _REGISTRY: dict[str, RewardEntry] = {}
@@ -39,11 +47,12 @@ def register_reward(
     *,
     description: str,
     needs_path: bool = False,
+    path_setting: str | None = None,
 ) -> None:
     """Add a reward under ``name``; raises ``ValueError`` if the name is taken."""
     if name in _REGISTRY:
         raise ValueError(f"a reward named '{name}' is already registered")
-    _REGISTRY[name] = RewardEntry(name, factory, description, needs_path)
+    _REGISTRY[name] = RewardEntry(name, factory, description, needs_path, path_setting)
 
 
 def unregister_reward(name: str) -> None:
@@ -52,28 +61,56 @@ def unregister_reward(name: str) -> None:
 
 
 def reward_names() -> list[str]:
-    """Every registered name, sorted."""
+    """Every registered name, sorted, those of installed plugins included."""
+    _discover_once()
     return sorted(_REGISTRY)
 
 
 def reward_entry(name: str) -> RewardEntry:
     """The entry for ``name``; raises ``KeyError`` naming the known rewards."""
+    _discover_once()
     try:
         return _REGISTRY[name]
     except KeyError:
+        from engine.rewards.plugins import plugin_failure
+
+        failure = plugin_failure(name)
+        if failure is not None:
+            raise KeyError(f"reward '{name}' comes from a plugin that failed: {failure}") from None
         known = ", ".join(reward_names())
         raise KeyError(f"no reward named '{name}': use one of {known}") from None
+
+
+def reward_path(name: str, path: str | None = None) -> str | None:
+    """The weights directory ``name`` loads from: ``path``, else its entry's environment
+    variable, else ``None``. ``build_reward`` resolves paths through this; checks of a recipe's
+    paths should too, so that they accept what building accepts."""
+    entry = reward_entry(name)
+    if path or not entry.path_setting:
+        return path or None
+    return os.environ.get(entry.path_setting) or None
 
 
 def build_reward(name: str, path: str | None = None) -> Reward:
     """Instantiate the reward ``name``, loading its weights from ``path`` if it has any."""
     entry = reward_entry(name)
-    if entry.needs_path and not path:
-        raise ValueError(f"reward '{name}' loads its model from a local directory: set its path")
     if not entry.needs_path and path:
         raise ValueError(f"reward '{name}' has no weights to load: leave its path empty")
+    path = reward_path(name, path)
+    if entry.needs_path and not path:
+        where = f" or {entry.path_setting}" if entry.path_setting else ""
+        raise ValueError(
+            f"reward '{name}' loads its model from a local directory: set its path{where}"
+        )
     factory = _resolve(entry) if isinstance(entry.factory, str) else entry.factory
     return factory(path) if entry.needs_path else factory()
+
+
+def _discover_once() -> None:
+    # Imported here: the plugins module registers through this one.
+    from engine.rewards.plugins import discover_rewards_once
+
+    discover_rewards_once()
 
 
 def _resolve(entry: RewardEntry) -> RewardFactory:
@@ -98,18 +135,24 @@ register_reward(
     "engine.rewards.color:PixelColorReward",
     description="the colour reward per pixel, averaged: an image must be the colour everywhere",
 )
-# The model-based rewards of the published recipes. Their implementations (engine/rewards/ocr.py
-# and pickscore.py) come with the model-backed rollouts; until then recipes naming them validate
-# but building them raises a RuntimeError that names the missing module.
+# The model-based rewards of the published recipes (engine/rewards/ocr.py and pickscore.py).
 register_reward(
     "ocr",
     "engine.rewards.ocr:OcrReward",
     description="text rendering: 1 minus the normalised edit distance to the quoted text",
     needs_path=True,
+    path_setting="GROUPWISE_EASYOCR_DIR",
 )
 register_reward(
     "pickscore",
     "engine.rewards.pickscore:PickScoreReward",
     description="PickScore human-preference model (CLIP-H), scaled to about [0, 1]",
     needs_path=True,
+    path_setting="GROUPWISE_PICKSCORE_DIR",
+)
+# A reward model served over HTTP (engine/rewards/remote.py); its URL comes from the environment.
+register_reward(
+    "remote",
+    "engine.rewards.remote:RemoteReward",
+    description="scores from a reward server over HTTP (GROUPWISE_REMOTE_REWARD_URL)",
 )

@@ -59,7 +59,8 @@ INVALID = [
     (
         {"rewards": [{"name": "colour"}]},
         "rewards[0].name",
-        "rewards[0].name='colour' is not a known reward: use color, color_pixel, ocr or pickscore",
+        "rewards[0].name='colour' is not a known reward: "
+        "use color, color_pixel, ocr, pickscore or remote",
     ),
     (
         {"rewards": [{"name": "color"}, {"name": "color", "weight": 2.0}]},
@@ -168,12 +169,12 @@ INVALID = [
     (
         {"width": 30},
         "sampler.width",
-        "width=30 is not a multiple of 8 (tiny: VAE 4 x patch 2): use 24 or 32",
+        "width=30 is not a multiple of 4 (tiny: VAE 1 x patch 4): use 28 or 32",
     ),
     (
-        {"width": 4},
+        {"width": 2},
         "sampler.width",
-        "width=4 is not a multiple of 8 (tiny: VAE 4 x patch 2): use 8",
+        "width=2 is not a multiple of 4 (tiny: VAE 1 x patch 4): use 4",
     ),
     ({"height": 0}, "sampler.height", "height=0 must be positive: e.g. 512"),
     (
@@ -327,7 +328,7 @@ VALID = [
     {"lora_target": "attn+mlp"},
     {"prompts": [], "dataset": "dataset/ocr"},
     {"rewards": [{"name": "color", "weight": 0.0}, {"name": "color_pixel", "weight": 1.0}]},
-    {"rewards": [{"name": "ocr", "path": "/weights/ocr"}]},
+    {"rewards": [{"name": "ocr", "path": "/weights/ocr"}], "prompts": ['a sign that says "open"']},
     {"n_samples_per_prompt": 2, "diffusion_microgroup_size": 1},
     {"n_samples_per_prompt": 16, "diffusion_microgroup_size": 16},
     {"global_batch_size": 16},
@@ -419,8 +420,7 @@ class TestCheckPaths:
         assert found == {
             "model.path": "model.path is empty but family='sd3' has no built-in weights: set it "
             "to the local diffusers directory",
-            "data.dataset": "dataset='data' has no train.txt: point it at a directory holding "
-            "train.txt and test.txt, one prompt per line",
+            "data.dataset": f"{tmp_path / 'data'} does not exist: fix data.dataset",
             "rewards[0].path": "rewards[0].path is empty but 'ocr' loads its model from a local "
             "directory: set it",
         }
@@ -440,7 +440,7 @@ class TestCheckPaths:
         (tmp_path / "model").mkdir()
         (tmp_path / "ocr").mkdir()
         (tmp_path / "data").mkdir()
-        (tmp_path / "data" / "train.txt").write_text("a sign that says 'hi'\n")
+        (tmp_path / "data" / "train.txt").write_text('a sign that says "hi"\n')
         recipe = apply_overrides(
             Recipe(),
             {
@@ -452,3 +452,33 @@ class TestCheckPaths:
             },
         )
         assert check_paths(recipe, root=tmp_path) == []
+
+
+def test_ocr_names_each_inline_prompt_without_quoted_text() -> None:
+    found = problems(
+        rewards=[{"name": "ocr", "path": "/w"}],
+        prompts=['a sign that says "open"', "a plain mug"],
+        eval_prompts=["no target either"],
+    )
+    assert set(found) == {"data.prompts[1]", "data.eval_prompts[0]"}
+    assert (
+        "'a plain mug' has no text in double quotes for the ocr reward (1 of 2 prompts)"
+        in (found["data.prompts[1]"])
+    )
+
+
+def test_check_paths_reads_the_dataset_and_its_ocr_targets(tmp_path) -> None:
+    (tmp_path / "train.txt").write_text('a sign that says "open"\na plain mug\n')
+    recipe = apply_overrides(
+        Recipe(),
+        {
+            "prompts": [],
+            "dataset": str(tmp_path),
+            "rewards": [{"name": "ocr", "path": str(tmp_path)}],
+        },
+    )
+    (problem,) = check_paths(recipe)
+    assert problem.field == "data.dataset"
+    assert "1 of 2 prompts have no text in double quotes" in problem.message
+    empty = apply_overrides(recipe, {"dataset": str(tmp_path / "nothing")})
+    assert [p.field for p in check_paths(empty)] == ["data.dataset"]

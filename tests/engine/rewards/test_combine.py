@@ -62,3 +62,30 @@ def test_reward_output_checks_shapes():
         RewardOutput(np.zeros((2, 2)))
     with pytest.raises(ValueError, match="component 'x' has shape"):
         RewardOutput(np.zeros(2), {"x": np.zeros(3)})
+
+
+def test_model_rewards_combine_with_their_components():
+    from engine.rewards.color import ColorReward
+    from engine.rewards.ocr import OcrReward
+
+    # The recogniser 'reads' the red channel's first value as a letter count of "aaaa".
+    ocr = OcrReward(recognizer=lambda image: ["a" * int(image[0, 0, 0] // 64)])
+    images = np.zeros((2, 2, 2, 3), dtype=np.uint8)
+    images[1] = (255, 0, 0)
+    prompts = ['a black sign "aaaa"', 'a red sign "aaaa"']
+    output = WeightedSum([("ocr", 0.5, ocr), ("color", 2.0, ColorReward())])(
+        images, prompts, [{}, {}]
+    )
+    # Image 0 reads "" (distance 4, ocr 0); image 1 reads "aaa" (distance 1, ocr 0.75).
+    np.testing.assert_allclose(output.components["ocr"], [0.0, 0.75])
+    np.testing.assert_allclose(output.components["ocr.distance"], [4.0, 1.0])
+    np.testing.assert_allclose(output.components["color"], [1.0, 1.0])
+    np.testing.assert_allclose(output.scores, [2.0, 0.5 * 0.75 + 2.0])
+    assert set(output.components) == {
+        "ocr",
+        "ocr.distance",
+        "color",
+        "color.mean_red",
+        "color.mean_green",
+        "color.mean_blue",
+    }

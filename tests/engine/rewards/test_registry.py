@@ -11,15 +11,19 @@ from engine.rewards import (
     register_reward,
     reward_entry,
     reward_names,
+    reward_path,
     unregister_reward,
 )
 from engine.rewards.color import ColorReward
 
 
 def test_built_in_names():
-    assert reward_names() == ["color", "color_pixel", "ocr", "pickscore"]
+    assert reward_names() == ["color", "color_pixel", "ocr", "pickscore", "remote"]
     assert reward_entry("ocr").needs_path
+    assert reward_entry("ocr").path_setting == "GROUPWISE_EASYOCR_DIR"
+    assert reward_entry("pickscore").path_setting == "GROUPWISE_PICKSCORE_DIR"
     assert not reward_entry("color").needs_path
+    assert not reward_entry("remote").needs_path
 
 
 def test_build_a_built_in():
@@ -29,11 +33,22 @@ def test_build_a_built_in():
     assert output.scores.tolist() == [1.0]
 
 
-def test_paths_are_required_exactly_when_the_reward_has_weights():
-    with pytest.raises(ValueError, match="reward 'ocr' loads its model from a local directory"):
+def test_paths_are_required_exactly_when_the_reward_has_weights(monkeypatch):
+    monkeypatch.delenv("GROUPWISE_EASYOCR_DIR", raising=False)
+    message = "reward 'ocr' loads its model from a local directory: set its path or GROUPWISE_EASY"
+    with pytest.raises(ValueError, match=message):
         build_reward("ocr")
     with pytest.raises(ValueError, match="reward 'color' has no weights to load"):
         build_reward("color", "/weights")
+
+
+def test_the_recipe_path_wins_over_the_environment(monkeypatch):
+    monkeypatch.setenv("GROUPWISE_EASYOCR_DIR", "/from/env")
+    assert reward_path("ocr") == "/from/env"
+    assert reward_path("ocr", "/from/recipe") == "/from/recipe"
+    monkeypatch.setenv("GROUPWISE_EASYOCR_DIR", "")
+    assert reward_path("ocr") is None
+    assert reward_path("color") is None
 
 
 def test_unknown_name():
