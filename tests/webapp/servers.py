@@ -96,5 +96,9 @@ def run_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
         yield dashboard
     finally:
         if process.poll() is None:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -92,3 +92,26 @@ def test_serve_refuses_a_busy_port_with_advice(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert f"make run PORT={port + 1}" in result.stderr
+
+
+def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """Even a SIGKILLed `serve` leaves no server or worker behind (they get SIGTERM)."""
+    import sqlite3
+    import time
+
+    with run_dashboard(tmp_path) as dashboard:
+        dashboard.process.kill()
+        dashboard.process.wait()
+        database = tmp_path / "var" / "groupwise.sqlite3"
+
+        def worker_stopped() -> bool:
+            with sqlite3.connect(database, timeout=30) as db:
+                rows = db.execute("SELECT stopped_at FROM core_workerheartbeat").fetchall()
+            return bool(rows) and all(stopped for (stopped,) in rows)
+
+        deadline = time.monotonic() + 60
+        while not worker_stopped():
+            assert time.monotonic() < deadline, dashboard.log()
+            time.sleep(0.2)
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", dashboard.port), timeout=2).close()

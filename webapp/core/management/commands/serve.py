@@ -111,7 +111,20 @@ class Command(BaseCommand):
 def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
     # A new session: the terminal's Ctrl-C reaches only this supervisor, which then sends each
     # child exactly one SIGTERM (a second signal would turn Celery's warm shutdown cold).
-    return subprocess.Popen([sys.executable, *args], start_new_session=True, env=os.environ.copy())
+    return subprocess.Popen(
+        [sys.executable, *args],
+        start_new_session=True,
+        env=os.environ.copy(),
+        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+    )
+
+
+def _stop_with_parent() -> None:
+    """In the child: get SIGTERM if the supervisor dies (even by SIGKILL), never outlive it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _signal(child: subprocess.Popen[bytes], signum: int) -> None:
