@@ -1,7 +1,7 @@
 """The headless command line: ``python -m engine validate | layout | train``.
 
 Exit codes: 0 success, 2 an invalid recipe or arguments (each problem printed with its field
-and fix), 1 a run that failed.
+and fix), 1 a run that failed, 130 a run stopped by Ctrl-C (resumable: run the same command).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("validate", "check a recipe and print every problem"),
         ("layout", "print the derived layout of a valid recipe"),
+        ("train", "train headless: events as JSONL and images under --out; resumes from it"),
     ):
         sub = commands.add_parser(name, help=help_text)
         _recipe_arguments(sub)
+        if name == "train":
+            sub.add_argument("--out", required=True, type=Path, help="the run's folder")
     return parser
 
 
@@ -68,6 +71,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     if args.command == "validate":
         print("valid", file=out)
         return 0
+    if args.command == "train":
+        from engine.train_cli import train
+
+        return train(recipe, args.out, out)
     return _print_layout(recipe, out)
 
 

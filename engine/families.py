@@ -32,12 +32,13 @@ class ModelFamily:
         return self.vae_scale * self.patch_size
 
 
-#: Every family a recipe may name. The built-in tiny model downsamples by 4 and patches by 2, so
-#: its images are multiples of 8 px: small enough to train on a CPU at 32 x 32.
+#: Every family a recipe may name. The built-in tiny model works in pixel space (no VAE) with
+#: 4 x 4 patches, so its images are multiples of 4 px: 32 x 32 is 64 tokens, small enough to
+#: train on a CPU.
 FAMILIES: dict[str, ModelFamily] = {
     family.name: family
     for family in (
-        ModelFamily("tiny", vae_scale=4, patch_size=2, guidance="cfg"),
+        ModelFamily("tiny", vae_scale=1, patch_size=4, guidance="cfg"),
         ModelFamily("sd3", vae_scale=8, patch_size=2, guidance="cfg"),
         ModelFamily("qwen-image", vae_scale=8, patch_size=2, guidance="true-cfg"),
         ModelFamily("flux", vae_scale=8, patch_size=2, guidance="embedded"),

@@ -89,11 +89,15 @@
     }
   }
 
+  let shownRollout = null;
   function renderGroups() {
     const box = $("groups");
     const steps = [...state.rollouts.keys()].sort((a, b) => a - b);
     if (steps.length === 0) return;
     const latest = state.rollouts.get(steps[steps.length - 1]);
+    // Rebuild only for a new rollout: recreated images would reload and flicker.
+    if (latest === shownRollout) return;
+    shownRollout = latest;
     $("groups-title").textContent = `Prompt groups · rollout ${latest.rollout_index} (before step ${steps[steps.length - 1] + 1})`;
     box.replaceChildren();
     for (const group of latest.groups) {
@@ -157,8 +161,11 @@
       const r = state.rollouts.get(s);
       return { x: s, y: r.mean, lo: r.mean - r.std, hi: r.mean + r.std };
     }) }];
-    const names = new Set(steps.flatMap((s) => Object.keys(state.rollouts.get(s).components)));
-    [...names].forEach((name, i) => series.push({ name, color: COLORS[(i + 1) % COLORS.length],
+    // Each reward's own score; its sub-components (name.part) stay in the lightbox.
+    const names = new Set(steps.flatMap((s) => Object.keys(state.rollouts.get(s).components))
+      .filter((name) => !name.includes(".")));
+    // With one reward its own line would repeat the total: draw components only for several.
+    if (names.size > 1) [...names].forEach((name, i) => series.push({ name, color: COLORS[(i + 1) % COLORS.length],
       points: steps.map((s) => ({ x: s, y: stats(state.rollouts.get(s).components[name] || [NaN]).mean })) }));
     const evals = [...state.evals.values()].sort((a, b) => a.step - b.step);
     if (evals.length) series.push({ name: "eval", color: "#111", points: evals.map((e) => ({ x: e.step, y: e.reward_mean })) });

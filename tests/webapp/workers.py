@@ -108,7 +108,11 @@ class WorkerProcess:
 
 @contextlib.contextmanager
 def start_worker(
-    b: Broker, tmp_path: Path, *, queues: str = "default,gpu"
+    b: Broker,
+    tmp_path: Path,
+    *,
+    queues: str = "default,gpu",
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[WorkerProcess]:
     """Run ``celery -A webapp worker`` (solo pool) against ``b`` and the test database."""
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
@@ -120,6 +124,7 @@ def start_worker(
         "WORKER_HEARTBEAT_SECONDS": "0.5",
         "GROUPWISE_VAR_DIR": str(tmp_path / "var"),
         "PYTHONPATH": str(REPO),
+        **(extra_env or {}),
     }
     log_path = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log:

@@ -1,0 +1,165 @@
+"""Single-prompt multi-generation: images/s and DiT forwards/s per microgroup size M.
+
+    python bench/rollout.py [--samples 16] [--repeats 3] [--threads 1] [--large]
+
+The same seeds are generated one by one (M=1 requests) and as microgroups of M = 1, 2, 4, 8, 16
+(each M that divides --samples), with the shipped tiny model at 32 x 32, 8 steps, a window of
+2 stochastic steps. With --large (the default when CUDA is present) a random-weight pixel-space
+SD3 DiT at 512 px is measured the same way on the GPU. Each configuration runs once to warm
+up and then --repeats times; the fastest repeat is reported, since a shared machine only ever
+adds time. One torch thread by default: the tiny model's matmuls are too small to split, and
+on a shared 2-core machine a second OpenMP thread waits on the other jobs (docs/performance.md
+records both). The table is printed and appended to docs/performance.md with the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from diffusers import SD3Transformer2DModel  # noqa: E402
+
+from engine.models.base import FlowModel  # noqa: E402
+from engine.rollout import (  # noqa: E402
+    InProcessBackend,
+    RolloutRequest,
+    RolloutResult,
+    generate_one_by_one,
+)
+from engine.tiny.model import TinyModel, tiny_scheduler  # noqa: E402
+from engine.tiny.text import TinyTextConfig, TinyTextEncoder  # noqa: E402
+from engine.tiny.weights import load_tiny  # noqa: E402
+
+MICROGROUPS = (1, 2, 4, 8, 16)
+
+
+def large_model(device: str) -> FlowModel:
+    """A random-weight SD3 DiT in pixel space at 512 px: 16 x 16 patches give 1024 tokens."""
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=512,
+        patch_size=16,
+        in_channels=3,
+        out_channels=3,
+        num_layers=12,
+        attention_head_dim=64,
+        num_attention_heads=12,
+        joint_attention_dim=32,
+        caption_projection_dim=768,
+        pooled_projection_dim=32,
+        pos_embed_max_size=32,
+    )
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    encoder = TinyTextEncoder(TinyTextConfig())
+    return TinyModel(transformer.to(device, dtype), encoder.to(device), tiny_scheduler())
+
+
+def measure(run: Callable[[], list[RolloutResult]], repeats: int) -> tuple[float, int, int]:
+    """Fastest of ``repeats`` timed runs after a warm-up: (seconds, images, DiT forwards)."""
+    results = run()
+    best = float("inf")
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        results = run()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    images = sum(len(r.samples) for r in results)
+    return best, images, sum(r.dit_forwards for r in results)
+
+
+def table_rows(model: FlowModel, size: int, samples: int, repeats: int) -> list[str]:
+    backend = InProcessBackend(model)
+    base = RolloutRequest(
+        "a red image",
+        seeds=tuple(range(1000, 1000 + samples)),
+        height=size,
+        width=size,
+        num_inference_steps=8,
+        sde_step_indices=(0, 1),
+    )
+
+    def microgroups(m: int) -> list[RolloutResult]:
+        return [
+            backend.generate(dataclasses.replace(base, seeds=base.seeds[i : i + m]))
+            for i in range(0, samples, m)
+        ]
+
+    seconds, images, forwards = measure(lambda: [generate_one_by_one(backend, base)], repeats)
+    baseline = images / seconds
+    rows = [f"| one by one | {baseline:.1f} | {forwards / seconds:.1f} | 1.00x |"]
+    for m in (m for m in MICROGROUPS if samples % m == 0):
+        seconds, images, forwards = measure(lambda m=m: microgroups(m), repeats)
+        rate = images / seconds
+        rows.append(f"| M={m} | {rate:.1f} | {forwards / seconds:.1f} | {rate / baseline:.2f}x |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=16, help="samples of one prompt")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--large",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also a 512 px random DiT (default: when CUDA is present)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    large = torch.cuda.is_available() if args.large is None else args.large
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    sections = [("tiny model, 32x32, cpu", table_rows(load_tiny(), 32, args.samples, args.repeats))]
+    if large:
+        rows = table_rows(large_model(device), 512, args.samples, args.repeats)
+        sections.append((f"random SD3 DiT (12 layers, 1024 tokens), 512x512, {device}", rows))
+
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
+        f"Python {platform.python_version()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    if torch.cuda.is_available():
+        machine += f", {torch.cuda.get_device_name()}"
+    lines = [
+        f"### Rollout: single-prompt multi-generation ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{machine})",
+        "",
+        f"`bench/rollout.py`: {args.samples} samples of one prompt, 8 steps (2 stochastic), "
+        f"the same seeds for every row; fastest of {args.repeats} runs after a warm-up. "
+        "DiT forwards/s counts batched calls; one by one makes one call per sample and step.",
+        "",
+    ]
+    for title, rows in sections:
+        lines += [
+            f"{title}:",
+            "",
+            "| generation | images/s | DiT forwards/s | vs one by one |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+        ]
+    table = "\n".join(lines)
+    print(table)
+    with (REPO / "docs" / "performance.md").open("a") as out:
+        out.write("\n" + table)
+
+
+if __name__ == "__main__":
+    main()

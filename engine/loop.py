@@ -1,0 +1,403 @@
+"""The training loop: ``run(recipe, sink, should_stop, out_dir=...)``.
+
+Each rollout reads top to bottom: 1 draw prompts, 2 roll out in microgroups (3 scoring each
+microgroup on a worker thread while the next is generated), 4 advantages, 5 update, 6 evaluate
+when due, 7 report, 8 checkpoint when due. Every event goes to ``sink``. ``should_stop`` is asked
+between phases and between requests; it answers None to go on, or the status to end with
+(``cancelled``, ``interrupted``). The loop never raises: it returns, and emits, the ``RunEnded``
+event that says how the run ended. A run whose ``out_dir`` holds a checkpoint resumes from it and
+continues exactly as if it had not stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from engine import events
+from engine.advantages import group_advantages
+from engine.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
+from engine.layout import layout
+from engine.models.base import FlowModel
+from engine.models.loading import load_model, resolve_model_dir
+from engine.policy import Policy
+from engine.problems import RecipeError
+from engine.prompts import PromptSet, draw_prompts, load_prompts
+from engine.recipe import Recipe
+from engine.rewards import Reward, RewardScorer, build_rewards
+from engine.rollout.backend import RolloutBackend
+from engine.rollout.in_process import InProcessBackend
+from engine.rollout.plan import evaluation_requests, rollout_requests
+from engine.rollout.types import RolloutResult
+from engine.trainer import Replay, Trainer
+from engine.validation import check_paths
+
+logger = logging.getLogger(__name__)
+
+Sink = Callable[[events.Event], None]
+StopCheck = Callable[[], str | None]
+Status = Literal["finished", "cancelled", "failed", "interrupted"]
+#: Evaluation samples per held-out prompt (fixed seeds, ODE).
+EVAL_SAMPLES_PER_PROMPT = 2
+#: Replay deviations up to these are a pass / a warning (fp32, same batches: ~1e-7).
+REPLAY_PASS, REPLAY_WARN = 1e-5, 1e-3
+
+
+class Stopped(Exception):
+    """Raised inside the loop when ``should_stop`` answers; carries the status to end with."""
+
+    def __init__(self, status: Status) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+@dataclass
+class _Run:
+    """What the loop holds while it runs."""
+
+    recipe: Recipe
+    sink: Sink
+    should_stop: StopCheck
+    out_dir: Path
+    model: FlowModel
+    backend: RolloutBackend
+    policy: Policy
+    trainer: Trainer
+    prompts: PromptSet
+    reward: Reward
+    step: int = 0
+    checkpointed: int = -1
+
+
+def run(
+    recipe: Recipe,
+    sink: Sink,
+    should_stop: StopCheck = lambda: None,
+    *,
+    out_dir: Path,
+    model_dir: Path | None = None,
+    backend: RolloutBackend | None = None,
+) -> events.RunEnded:
+    """Train ``recipe`` to ``run.max_steps`` optimizer steps; see the module docstring."""
+    state: _Run | None = None
+    try:
+        state = _setup(recipe, sink, should_stop, Path(out_dir), model_dir, backend)
+        while state.step < recipe.run.max_steps:
+            _iteration(state)
+        return _end(sink, "finished", state.step)
+    except Stopped as stop:
+        if state is not None:
+            _checkpoint_on_stop(state)
+        return _end(sink, stop.status, state.step if state else 0)
+    except RecipeError as error:
+        return _end(sink, "failed", state.step if state else 0, str(error))
+    except Exception as error:
+        logger.exception("run failed")
+        sink(events.LogLine(level="error", message=traceback.format_exc(limit=5)))
+        return _end(sink, "failed", state.step if state else 0, f"{type(error).__name__}: {error}")
+
+
+def _setup(
+    recipe: Recipe,
+    sink: Sink,
+    should_stop: StopCheck,
+    out_dir: Path,
+    model_dir: Path | None,
+    backend: RolloutBackend | None,
+) -> _Run:
+    problems = recipe.validate() + check_paths(recipe)
+    if problems:
+        raise RecipeError(problems)
+    prompts = load_prompts(recipe.data)
+    model = load_model(recipe.model.family, resolve_model_dir(recipe.model.path, model_dir))
+    policy = Policy(
+        model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
+    )
+    trainer = Trainer(policy, recipe)
+    state = _Run(
+        recipe, sink, should_stop, out_dir, model, backend or InProcessBackend(model), policy,
+        trainer, prompts, build_rewards(recipe.rewards),
+    )  # fmt: skip
+    folder = latest_checkpoint(out_dir)
+    if folder is not None:
+        saved = load_checkpoint(folder, recipe.to_dict())
+        policy.load_state_dict(saved.model)
+        trainer.optimizer.load_state_dict(saved.optimizer)
+        torch.set_rng_state(saved.rng["torch"])
+        state.step = state.checkpointed = saved.step
+        sink(events.LogLine(level="info", message=f"resumed from {folder.name}"))
+    sink(
+        events.RunStarted(
+            recipe=recipe.to_dict(), layout=layout(recipe).to_dict(), start_step=state.step
+        )
+    )
+    return state
+
+
+def _iteration(state: _Run) -> None:
+    recipe, sink = state.recipe, state.sink
+    rollout_index = state.step // recipe.layout.num_steps_per_rollout
+    plan = layout(recipe, rollout_index)
+    started = time.perf_counter()
+
+    # 1. Draw this rollout's prompts from its seed (a resumed run draws the same ones).
+    _check(state)
+    prompts = draw_prompts(state.prompts.train, plan.rollout_seed, recipe.layout.rollout_batch_size)
+
+    # 2-3. Roll out microgroup by microgroup; each is scored while the next one is generated.
+    results: list[RolloutResult] = []
+    with RewardScorer(state.reward) as scorer:
+        for request in rollout_requests(recipe, prompts, rollout_index):
+            _check(state)
+            result = state.backend.generate(request)
+            results.append(result)
+            scorer.submit(
+                result.images, [request.prompt] * request.num_outputs, [{}] * request.num_outputs
+            )
+        generated = time.perf_counter()
+        scored = scorer.results()
+    scores, components = scored.scores(), scored.components()
+
+    # 4. Advantages inside each prompt group.
+    group_size = recipe.layout.n_samples_per_prompt
+    rewards = torch.as_tensor(np.asarray(scores), dtype=torch.float64).reshape(-1, group_size)
+    advantages = group_advantages(
+        rewards,
+        globalize_reward_std=recipe.optimiser.globalize_reward_std,
+        adv_clip_max=recipe.optimiser.adv_clip_max,
+    )
+    sink(
+        _rollout_event(
+            state.step,
+            rollout_index,
+            plan,
+            prompts,
+            results,
+            rewards,
+            components,
+            advantages.advantages,
+        )
+    )
+    _check(state)
+
+    # 5. Update: recompute the old log-probs, then the optimizer steps.
+    update_started = time.perf_counter()
+    per_request = _split(advantages.advantages.flatten(), results)
+    conditionings = _conditionings(state.model, results)
+    replay, metrics = state.trainer.train_rollout(results, conditionings, per_request)
+    for offset, step_metrics in enumerate(metrics, start=1):
+        sink(
+            events.TrainStepFinished(
+                step=state.step + offset, rollout_index=rollout_index, **step_metrics._asdict()
+            )
+        )
+    state.step += len(metrics)
+    trained = time.perf_counter()
+    sink(_health(state.step, replay, advantages.zero_std_groups, prompts))
+
+    # 6. Evaluate when due, and at the end.
+    if _due(state.step, recipe.run.eval_every, recipe.run.max_steps):
+        _check(state)
+        _evaluate(state)
+
+    # 7. Report where the time went.
+    sink(
+        events.Throughput(
+            step=state.step,
+            images_per_second=plan.samples_per_rollout / max(trained - started, 1e-9),
+            rollout_seconds=generated - started,
+            reward_seconds=scored.reward_seconds,
+            train_seconds=trained - update_started,
+            weight_sync_seconds=0.0,
+        )
+    )
+
+    # 8. Checkpoint when due, and at the end.
+    if _due(state.step, recipe.run.checkpoint_every, recipe.run.max_steps):
+        _save(state)
+
+
+def _check(state: _Run) -> None:
+    status = state.should_stop()
+    if status is not None:
+        if status not in ("cancelled", "interrupted"):
+            raise ValueError(f"should_stop answered {status!r}: use 'cancelled' or 'interrupted'")
+        raise Stopped(status)  # type: ignore[arg-type]
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    return step == last or (every > 0 and step % every == 0)
+
+
+def _conditionings(model: FlowModel, results: list[RolloutResult]) -> list:
+    """Each request's conditioning repeated to its M rows; each prompt encoded once."""
+    encoded = {}
+    out = []
+    for result in results:
+        request = result.request
+        negative = (
+            [request.negative_prompt]
+            if model.needs_negative(request.guidance_scale, request.true_cfg_scale)
+            else None
+        )
+        key = (request.prompt, request.negative_prompt, negative is not None)
+        if key not in encoded:
+            encoded[key] = model.encode_prompts([request.prompt], negative)
+        out.append(encoded[key].repeat(request.num_outputs))
+    return out
+
+
+def _split(flat: torch.Tensor, results: list[RolloutResult]) -> list[torch.Tensor]:
+    sizes = [len(result.samples) for result in results]
+    return list(torch.split(flat, sizes))
+
+
+def _rollout_event(
+    step: int,
+    rollout_index: int,
+    plan: object,
+    prompts: list[str],
+    results: list[RolloutResult],
+    rewards: torch.Tensor,
+    components: dict[str, np.ndarray],
+    advantages: torch.Tensor,
+) -> events.RolloutFinished:
+    samples_by_group: dict[int, list[events.Sample]] = {}
+    flat = 0
+    for result in results:
+        group = result.request.group_index
+        for sample in result.samples:
+            index = len(samples_by_group.setdefault(group, []))
+            samples_by_group[group].append(
+                events.Sample(
+                    sample_index=index,
+                    seed=sample.seed,
+                    image=sample.image,
+                    reward=float(rewards.flatten()[flat]),
+                    reward_components={k: float(v[flat]) for k, v in components.items()},
+                    advantage=float(advantages.flatten()[flat]),
+                )
+            )
+            flat += 1
+    return events.RolloutFinished(
+        step=step,
+        rollout_index=rollout_index,
+        rollout_seed=plan.rollout_seed,  # type: ignore[attr-defined]
+        sde_window=tuple(plan.sde_window),  # type: ignore[attr-defined]
+        groups=tuple(
+            events.PromptGroup(group_index=g, prompt=prompts[g], samples=tuple(samples))
+            for g, samples in sorted(samples_by_group.items())
+        ),
+    )
+
+
+def _health(
+    step: int, replay: Replay, zero_std_groups: tuple[int, ...], prompts: list[str]
+) -> events.Health:
+    deviation = replay.max_ratio_deviation
+    replay_status = (
+        "fail"
+        if not replay.finite or deviation > REPLAY_WARN
+        else "warn"
+        if deviation > REPLAY_PASS
+        else "pass"
+    )
+    zero_status = "warn" if zero_std_groups else "pass"
+    zero_message = (
+        f"{len(zero_std_groups)} group(s) with equal rewards carry no signal: "
+        + "; ".join(prompts[g] for g in zero_std_groups[:5])
+        if zero_std_groups
+        else "every group's rewards differ"
+    )
+    return events.Health(
+        step=step,
+        checks=(
+            events.HealthCheck(
+                name="replay",
+                status=replay_status,  # type: ignore[arg-type]
+                message=f"max |ratio - 1| of the recomputed old log-probs: {deviation:.2e}"
+                + ("" if replay.finite else " (non-finite log-probs)"),
+                value=deviation,
+            ),
+            events.HealthCheck(
+                name="zero_std_groups",
+                status=zero_status,  # type: ignore[arg-type]
+                message=zero_message,
+                value=float(len(zero_std_groups)),
+            ),
+        ),
+    )
+
+
+def _evaluate(state: _Run) -> None:
+    """The held-out prompts as an ODE with fixed seeds, scored by the run's rewards."""
+    recipe = state.recipe
+    requests = evaluation_requests(recipe, state.prompts.eval, EVAL_SAMPLES_PER_PROMPT)
+    results = [state.backend.generate(request) for request in requests]
+    images = np.concatenate([result.images for result in results])
+    prompts = [r.request.prompt for r in results for _ in r.samples]
+    output = state.reward(images, prompts, [{}] * len(prompts))
+    scores = np.asarray(output.scores, dtype=np.float64)
+    samples = []
+    flat = 0
+    for result in results:
+        for sample in result.samples:
+            samples.append(
+                events.EvalSample(
+                    prompt=result.request.prompt,
+                    seed=sample.seed,
+                    image=sample.image,
+                    reward=float(scores[flat]),
+                    reward_components={
+                        k: float(np.asarray(v)[flat]) for k, v in output.components.items()
+                    },
+                )
+            )
+            flat += 1
+    state.sink(
+        events.EvaluationFinished(
+            step=state.step,
+            reward_mean=float(scores.mean()),
+            reward_components={
+                k: float(np.asarray(v, dtype=np.float64).mean())
+                for k, v in output.components.items()
+            },
+            samples=tuple(samples),
+        )
+    )
+
+
+def _save(state: _Run) -> None:
+    folder = save_checkpoint(
+        state.out_dir,
+        CheckpointState(
+            step=state.step,
+            recipe=state.recipe.to_dict(),
+            model=state.policy.state_dict(),
+            optimizer=state.trainer.optimizer.state_dict(),
+            rng={"torch": torch.get_rng_state()},
+        ),
+    )
+    state.checkpointed = state.step
+    state.sink(events.CheckpointSaved(step=state.step, path=str(folder)))
+
+
+def _checkpoint_on_stop(state: _Run) -> None:
+    """Keep the work of a stopped run when it stands on a rollout boundary not yet saved."""
+    boundary = state.step % state.recipe.layout.num_steps_per_rollout == 0
+    if boundary and state.step > state.checkpointed and state.step > 0:
+        _save(state)
+
+
+def _end(sink: Sink, status: Status, step: int, error: str | None = None) -> events.RunEnded:
+    ended = events.RunEnded(status=status, step=step, error=error)
+    sink(ended)
+    return ended

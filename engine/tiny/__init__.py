@@ -1,0 +1,1 @@
+"""The built-in tiny model of the CPU demo: an SD3 DiT in pixel space with shipped weights."""

@@ -1,0 +1,270 @@
+"""The GRPO update of one rollout (Flow-GRPO, arXiv:2505.05470, eq. 5-6).
+
+For every sample i and stochastic step t of the rollout, with r = exp(log p_new - log p_old):
+
+    loss = mean_{i,t} max(-A_i r, -A_i clip(r, 1 - clip_range, 1 + clip_range)) + kl_beta KL
+
+The old log-probs are recomputed by the trainer before the first update (DESIGN.md), with the
+same code and batches as the rollout; their distance from the backend's log-probs is the replay
+deviation, reported as a health check. Samples are cut into tiles of ``micro_batch_size_sample``
+samples x ``micro_batch_size_tstep`` steps, whose gradients accumulate over the
+``global_batch_size`` samples of each of the ``num_steps_per_rollout`` optimizer steps. Tiles the
+size of the rollout's microgroups replay exactly; other sizes change the DiT's batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+from engine.models.conditioning import Conditioning
+from engine.policy import Policy
+from engine.recipe import Recipe
+from engine.rollout.steps import stochastic_step
+from engine.rollout.types import RolloutResult
+from engine.sde import kl_divergence
+
+
+class StepMetrics(NamedTuple):
+    """One optimizer step's numbers (means over its samples and stochastic steps)."""
+
+    loss: float
+    policy_loss: float
+    kl: float
+    clip_fraction: float
+    ratio_mean: float
+    ratio_min: float
+    ratio_max: float
+    grad_norm: float
+    lr: float
+
+
+class Replay(NamedTuple):
+    """How the trainer's recomputed old log-probs compare with the backend's."""
+
+    #: max |exp(recomputed - backend) - 1| over every sample and step.
+    max_ratio_deviation: float
+    #: Whether every recomputed log-prob is finite.
+    finite: bool
+
+
+@dataclass(frozen=True)
+class _Tile:
+    """Samples (result index, row) and the window positions k trained together."""
+
+    samples: tuple[tuple[int, int], ...]
+    steps: tuple[int, ...]
+
+
+class Trainer:
+    """Owns the optimizer; ``train_rollout`` takes the recipe's optimizer steps on one rollout."""
+
+    def __init__(self, policy: Policy, recipe: Recipe) -> None:
+        self.policy = policy
+        self.recipe = recipe
+        opt = recipe.optimiser
+        self.optimizer = torch.optim.AdamW(
+            policy.parameters, lr=opt.lr, weight_decay=opt.weight_decay
+        )
+
+    def train_rollout(
+        self,
+        results: Sequence[RolloutResult],
+        conditionings: Sequence[Conditioning],
+        advantages: Sequence[torch.Tensor],
+    ) -> tuple[Replay, list[StepMetrics]]:
+        """Recompute the old log-probs, then take ``num_steps_per_rollout`` optimizer steps.
+
+        ``conditionings[j]`` and ``advantages[j]`` ([M]) belong to ``results[j]``.
+        """
+        layout = self.recipe.layout
+        window = len(results[0].request.sde_step_indices)
+        order = [(j, row) for j, result in enumerate(results) for row in range(len(result.samples))]
+        per_step = len(order) // layout.num_steps_per_rollout
+        batches = [
+            order[k * per_step : (k + 1) * per_step] for k in range(layout.num_steps_per_rollout)
+        ]
+        tiles = [self._tiles(batch, window) for batch in batches]
+
+        old: dict[tuple[int, int], torch.Tensor] = {}
+        with torch.no_grad():
+            for tile in (t for step_tiles in tiles for t in step_tiles):
+                result = self._log_probs(results, conditionings, tile)
+                for (j, row), values in zip(tile.samples, result.log_probs, strict=True):
+                    old.setdefault((j, row), torch.full((window,), math.nan))[list(tile.steps)] = (
+                        values
+                    )
+        replay = _replay(results, old)
+        metrics = [
+            self._optimizer_step(
+                results, conditionings, advantages, step_tiles, old, len(batch) * window
+            )
+            for batch, step_tiles in zip(batches, tiles, strict=True)
+        ]
+        return replay, metrics
+
+    def _tiles(self, batch: list[tuple[int, int]], window: int) -> list[_Tile]:
+        size, tsteps = (
+            self.recipe.layout.micro_batch_size_sample,
+            self.recipe.layout.micro_batch_size_tstep,
+        )
+        return [
+            _Tile(tuple(batch[s : s + size]), tuple(range(k, min(k + tsteps, window))))
+            for s in range(0, len(batch), size)
+            for k in range(0, window, tsteps)
+        ]
+
+    def _log_probs(
+        self, results: Sequence[RolloutResult], conditionings: Sequence[Conditioning], tile: _Tile
+    ) -> _TileResult:
+        """Each of the tile's steps replayed on its samples' stored latents: log-probs
+        [S, len(steps)], and the Gaussians' means and KL scales for the KL term."""
+        request = results[tile.samples[0][0]].request
+        schedule = results[0].schedule
+        conditioning = _rows(conditionings, tile.samples)
+        chain = torch.stack([results[j].samples[row].latents for j, row in tile.samples])
+        log_probs, means, kl_stds = [], [], []
+        for k in tile.steps:
+            step = stochastic_step(
+                self.policy.model,
+                chain[:, k],
+                schedule,
+                request.sde_step_indices[k],
+                conditioning,
+                request,
+                prev_sample=chain[:, k + 1],
+            )
+            log_probs.append(step.log_prob)
+            means.append(step.mean)
+            kl_stds.append(step.kl_std)
+        return _TileResult(torch.stack(log_probs, dim=1), means, kl_stds, conditioning, chain)
+
+    def _optimizer_step(
+        self,
+        results: Sequence[RolloutResult],
+        conditionings: Sequence[Conditioning],
+        advantages: Sequence[torch.Tensor],
+        tiles: list[_Tile],
+        old: dict[tuple[int, int], torch.Tensor],
+        elements: int,
+    ) -> StepMetrics:
+        opt = self.recipe.optimiser
+        self.optimizer.zero_grad(set_to_none=True)
+        totals = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clipped": 0.0}
+        ratios: list[torch.Tensor] = []
+        for tile in tiles:
+            current = self._log_probs(results, conditionings, tile)
+            old_lp = torch.stack([old[s][list(tile.steps)] for s in tile.samples])
+            adv = torch.stack([advantages[j][row] for j, row in tile.samples])[:, None]
+            policy_terms, ratio = clipped_surrogate(current.log_probs, old_lp, adv, opt.clip_range)
+            kl_terms = torch.zeros_like(policy_terms)
+            if opt.kl_beta > 0:
+                kl_terms = self._kl(results, tile, current)
+            # Sums over the tile, divided by the optimizer step's element count: the
+            # accumulated gradient is that of the mean over the whole step.
+            loss = (policy_terms + opt.kl_beta * kl_terms).sum() / elements
+            loss.backward()
+            totals["loss"] += loss.item()
+            totals["policy"] += policy_terms.sum().item() / elements
+            totals["kl"] += kl_terms.sum().item() / elements
+            totals["clipped"] += ((ratio - 1).abs() > opt.clip_range).sum().item()
+            ratios.append(ratio.detach().flatten())
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters, opt.max_grad_norm)
+        self.optimizer.step()
+        every = torch.cat(ratios)
+        return StepMetrics(
+            loss=totals["loss"],
+            policy_loss=totals["policy"],
+            kl=totals["kl"],
+            clip_fraction=totals["clipped"] / elements,
+            ratio_mean=every.mean().item(),
+            ratio_min=every.min().item(),
+            ratio_max=every.max().item(),
+            grad_norm=float(grad_norm),
+            lr=self.optimizer.param_groups[0]["lr"],
+        )
+
+    def _kl(
+        self, results: Sequence[RolloutResult], tile: _Tile, current: _TileResult
+    ) -> torch.Tensor:
+        """KL [S, len(steps)] to the reference policy at the same inputs (DESIGN.md's form)."""
+        request = results[tile.samples[0][0]].request
+        terms = []
+        with torch.no_grad(), self.policy.reference():
+            for position, k in enumerate(tile.steps):
+                reference = stochastic_step(
+                    self.policy.model,
+                    current.chain[:, k],
+                    results[0].schedule,
+                    request.sde_step_indices[k],
+                    current.conditioning,
+                    request,
+                    prev_sample=current.chain[:, k + 1],
+                )
+                terms.append((position, reference.mean))
+        return torch.stack(
+            [
+                kl_divergence(current.means[position], mean, current.kl_stds[position])
+                for position, mean in terms
+            ],
+            dim=1,
+        )
+
+
+def clipped_surrogate(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    clip_range: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped objective as a loss, per element: (max(-A r, -A clip(r)), r).
+
+    r = exp(log p - log p_old); advantages broadcast against the log-probs.
+    """
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    return torch.maximum(unclipped, clipped), ratio
+
+
+class _TileResult(NamedTuple):
+    log_probs: torch.Tensor
+    means: list[torch.Tensor]
+    kl_stds: list[torch.Tensor]
+    conditioning: Conditioning
+    chain: torch.Tensor
+
+
+def _rows(
+    conditionings: Sequence[Conditioning], samples: Sequence[tuple[int, int]]
+) -> Conditioning:
+    """The conditioning rows of ``samples``, stacked in order."""
+
+    def stack(part: str) -> dict[str, torch.Tensor] | None:
+        first = getattr(conditionings[samples[0][0]], part)
+        if first is None:
+            return None
+        return {
+            key: torch.cat(
+                [getattr(conditionings[j], part)[key][row : row + 1] for j, row in samples]
+            )
+            for key in first
+        }
+
+    positive = stack("positive")
+    assert positive is not None
+    return Conditioning(positive, stack("negative"))
+
+
+def _replay(results: Sequence[RolloutResult], old: dict[tuple[int, int], torch.Tensor]) -> Replay:
+    deviation, finite = 0.0, True
+    for (j, row), recomputed in old.items():
+        backend = results[j].samples[row].log_probs
+        finite = finite and bool(torch.isfinite(recomputed).all())
+        if backend.numel():
+            deviation = max(deviation, (torch.exp(recomputed - backend) - 1).abs().max().item())
+    return Replay(deviation, finite)
