@@ -41,7 +41,7 @@ def test_invalid_recipe_exits_2_with_every_problem() -> None:
     assert result.returncode == 2
     assert "invalid recipe: 2 problem(s)" in result.stdout
     assert (
-        "layout.diffusion_microgroup_size: n_samples_per_prompt=4 is not a multiple"
+        "layout.diffusion_microgroup_size: n_samples_per_prompt=8 is not a multiple"
         in result.stdout
     )
     assert "optimiser.lr" in result.stdout

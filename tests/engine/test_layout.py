@@ -14,20 +14,20 @@ from engine.recipe import Recipe
 # Qwen-Image's forwards, SD3 CFG doubles the rows of each forward instead.
 EXPECTED = {
     "tiny-color": dict(
-        samples_per_rollout=16,  # P x G = 4 x 4
-        requests_per_prompt=1,  # G / M = 4 / 4
+        samples_per_rollout=32,  # P x G = 4 x 8
+        requests_per_prompt=1,  # G / M = 8 / 8
         requests_per_rollout=4,  # P x 1
         forwards_per_denoising_step=1,  # guidance_scale 1.0: no CFG
-        rows_per_dit_forward=4,  # M
+        rows_per_dit_forward=8,  # M
         dit_forwards_per_request=8,  # N = 8
         dit_forwards_per_rollout=32,  # 4 requests x 8
         optimizer_steps_per_rollout=1,
-        global_batch_size=16,  # 16 / 1
-        samples_per_rank_per_step=16,  # 16 / 1 GPU
-        sample_tiles_per_rank_per_step=4,  # 16 / 4
+        global_batch_size=32,  # 32 / 1
+        samples_per_rank_per_step=32,  # 32 / 1 GPU
+        sample_tiles_per_rank_per_step=4,  # 32 / 8
         tstep_tiles_per_sample=2,  # window 2 / 1 step per tile
         tiles_per_rank_per_step=8,  # 4 x 2
-        num_rollouts=20,  # 20 steps / 1
+        num_rollouts=200,  # 200 steps / 1
     ),
     "ocr-qwen-image-2gpu": dict(
         samples_per_rollout=256,  # 16 x 16
@@ -127,19 +127,19 @@ def test_preset_layout_numbers(name):
 def test_tiny_color_seeds_of_the_first_two_rollouts():
     recipe = PRESETS["tiny-color"].recipe
     first = layout(recipe)
-    # rollout_seed = 42 + 0 x 16; sample (g, i) = 42 + 4g + i.
+    # rollout_seed = 42 + 0 x 32; sample (g, i) = 42 + 8g + i.
     assert first.rollout_seed == 42
     assert first.group_seeds == (
-        (42, 43, 44, 45),
-        (46, 47, 48, 49),
-        (50, 51, 52, 53),
-        (54, 55, 56, 57),
+        tuple(range(42, 50)),
+        tuple(range(50, 58)),
+        tuple(range(58, 66)),
+        tuple(range(66, 74)),
     )
     second = layout(recipe, rollout_index=1)
-    # rollout_seed = 42 + 1 x 16 = 58: it starts where rollout 0's seeds end.
-    assert second.rollout_seed == 58
-    assert second.group_seeds[0] == (58, 59, 60, 61)
-    assert second.group_seeds[3][3] == 58 + 3 * 4 + 3
+    # rollout_seed = 42 + 1 x 4 x 8 = 74: it starts where rollout 0's seeds end.
+    assert second.rollout_seed == 74
+    assert second.group_seeds[0] == tuple(range(74, 82))
+    assert second.group_seeds[3][7] == 74 + 3 * 8 + 7
 
 
 def test_qwen_image_seeds():
@@ -203,4 +203,4 @@ def test_invalid_recipe_has_no_layout():
 def test_layout_to_dict_is_json():
     data = layout(PRESETS["tiny-color"].recipe).to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert data["group_seeds"][0] == [42, 43, 44, 45]
+    assert data["group_seeds"][0] == list(range(42, 50))

@@ -13,7 +13,15 @@ from engine.loop import run
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 
-SMALL = {"rollout_batch_size": 2, "max_steps": 4, "checkpoint_every": 2, "eval_every": 2}
+SMALL = {
+    "rollout_batch_size": 2,
+    "n_samples_per_prompt": 4,
+    "diffusion_microgroup_size": 4,
+    "micro_batch_size_sample": 4,
+    "max_steps": 4,
+    "checkpoint_every": 2,
+    "eval_every": 2,
+}
 
 
 def recipe(**changes: Any):

@@ -3,7 +3,7 @@
 import pytest
 
 from engine.presets import PRESETS, preset
-from engine.recipe import Recipe, RewardSpec
+from engine.recipe import RewardSpec
 from engine.validation import check_paths
 
 QWEN = [
@@ -27,10 +27,11 @@ def test_every_preset_is_valid(name):
     assert PRESETS[name].recipe.validate() == []
 
 
-def test_tiny_color_is_the_default_and_needs_no_files(tmp_path):
+def test_tiny_color_is_the_cpu_demo_and_needs_no_files(tmp_path):
     recipe = preset("tiny-color")
-    assert recipe == Recipe()
-    assert recipe.model.family == "tiny"
+    assert (recipe.model.family, recipe.model.lora_target) == ("tiny", "full")
+    assert recipe.layout.n_samples_per_prompt == recipe.layout.diffusion_microgroup_size == 8
+    assert recipe.sampler.sde_window_range == (0, 0)
     assert recipe.rewards == (RewardSpec("color", 1.0),)
     assert check_paths(recipe, root=tmp_path) == []
 

@@ -30,7 +30,12 @@ def test_clipped_surrogate_by_hand() -> None:
 
 
 def _rollout(overrides: dict[str, object]):
-    recipe = apply_overrides(PRESETS["tiny-color"].recipe, overrides)
+    small = {
+        "n_samples_per_prompt": 4,
+        "diffusion_microgroup_size": 4,
+        "micro_batch_size_sample": 4,
+    }
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, {**small, **overrides})
     model = load_model("tiny", None)
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed

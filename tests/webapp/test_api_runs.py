@@ -15,7 +15,7 @@ from webapp.runs.models import ApiToken, Event, Run, Sample
 pytestmark = pytest.mark.django_db
 
 MICROGROUP_3 = (
-    "n_samples_per_prompt=4 is not a multiple of diffusion_microgroup_size=3: use 1, 2 or 4"
+    "n_samples_per_prompt=8 is not a multiple of diffusion_microgroup_size=3: use 1, 2, 4 or 8"
 )
 
 
@@ -127,11 +127,11 @@ def test_validate_and_layout_of_a_valid_recipe(owner: Any) -> None:
     client = client_for(owner)
     answer = post(client, "/api/recipes/validate/", {"preset": "tiny-color"}).json()
     assert answer["valid"] is True
-    # tiny-color: P=4 prompts x G=4 samples, M=4 -> one request per prompt.
-    assert answer["layout"]["samples_per_rollout"] == 16
+    # tiny-color: P=4 prompts x G=8 samples, M=8 -> one request per prompt.
+    assert answer["layout"]["samples_per_rollout"] == 32
     assert answer["layout"]["requests_per_rollout"] == 4
     layout = post(client, "/api/recipes/layout/", {"preset": "tiny-color"}).json()
-    assert layout["samples_per_rollout"] == 16
+    assert layout["samples_per_rollout"] == 32
     bad = post(
         client,
         "/api/recipes/layout/",

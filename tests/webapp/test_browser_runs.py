@@ -31,7 +31,7 @@ def test_launch_watch_cancel_and_browse(tmp_path: Path) -> None:
         page.goto(f"{dashboard.base}/runs/new/?preset=tiny-color")
         expect(page.locator("#layout-state")).to_have_text("Valid recipe.")
         page.fill("#id_layout__diffusion_microgroup_size", "3")
-        expect(page.locator("#layout-problems")).to_contain_text("use 1, 2 or 4")
+        expect(page.locator("#layout-problems")).to_contain_text("use 1, 2, 4 or 8")
         page.fill("#id_layout__diffusion_microgroup_size", "4")
         expect(page.locator("#layout-state")).to_have_text("Valid recipe.")
         page.fill("#id_name", "browser run")
@@ -67,5 +67,5 @@ def test_launch_watch_cancel_and_browse(tmp_path: Path) -> None:
             "el.dispatchEvent(new Event('change')); }"
         )
         expect(page).to_have_url(re.compile(r"step=0"))
-        expect(page.locator(".gallery-grid figure")).to_have_count(16)
+        expect(page.locator(".gallery-grid figure")).to_have_count(32)  # 4 prompts x G=8
         shot(page, "gallery")

@@ -115,8 +115,8 @@ def test_ocr_prompts_without_quotes_are_listed_before_launch(owner: Any) -> None
     upload = SimpleUploadedFile("p.txt", b'a sign that says "open"\na sign with no target\n')
     page = client_for(owner).post("/runs/new/", {**data, "prompt_file": upload})
     message = " ".join(page.context["form"].errors["prompt_file"])
-    assert "1 prompt(s) carry no quoted target" in message
-    assert "a sign with no target" in message
+    assert "1 line(s) of p.txt need fixing" in message
+    assert "'a sign with no target' has no text in double quotes for the ocr reward" in message
 
 
 @pytest.mark.parametrize("path", ["/runs/{id}/", "/media/runs/{id}/a.png"])

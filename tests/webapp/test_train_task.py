@@ -18,7 +18,15 @@ from webapp.runs.models import Checkpoint, Event, Run, Sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TWO_STEPS = {"rollout_batch_size": 2, "max_steps": 2, "checkpoint_every": 2, "eval_every": 2}
+TWO_STEPS = {
+    "rollout_batch_size": 2,
+    "n_samples_per_prompt": 4,
+    "diffusion_microgroup_size": 4,
+    "micro_batch_size_sample": 4,
+    "max_steps": 2,
+    "checkpoint_every": 2,
+    "eval_every": 2,
+}
 
 
 @pytest.fixture

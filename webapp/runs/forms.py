@@ -134,12 +134,7 @@ class NewRunForm(forms.Form):
             raise forms.ValidationError(f"{upload.name} holds no prompts.")
         if len(prompts) > MAX_PROMPTS:
             raise forms.ValidationError(f"{len(prompts)} prompts: the limit is {MAX_PROMPTS}.")
-        self.upload_report = {
-            "name": upload.name,
-            "prompts": prompts,
-            "count": len(prompts),
-            "without_quotes": [p for p in prompts if p.count('"') < 2],
-        }
+        self.upload_report = {"name": upload.name, "prompts": prompts, "count": len(prompts)}
         return upload
 
     def clean(self) -> dict[str, Any]:
@@ -150,16 +145,20 @@ class NewRunForm(forms.Form):
             self.built = services.build_recipe(preset=cleaned["preset"], overrides=self.overrides())
         except RecipeError as error:
             self._attach(error.problems)
-        missing = self.upload_report["without_quotes"] if self.upload_report else []
-        if self.built is not None and missing and any(r.name == "ocr" for r in self.built.rewards):
-            self.add_error(
-                "prompt_file",
-                f"{len(missing)} prompt(s) carry no quoted target text for the OCR reward, "
-                f"e.g. {missing[0]!r}: quote the text to render, or drop these lines.",
-            )
         return cleaned
 
     def _attach(self, problems: tuple[Problem, ...]) -> None:
+        if self.upload_report is not None:
+            # The uploaded file became data.prompts: its problems belong to the upload, summed
+            # up rather than one error per line of a large file.
+            from_file = [p for p in problems if p.field.startswith("data.prompts[")]
+            if from_file:
+                self.add_error(
+                    "prompt_file",
+                    f"{len(from_file)} line(s) of {self.upload_report['name']} need fixing; "
+                    f"first: {from_file[0].message}",
+                )
+            problems = tuple(p for p in problems if p not in from_file)
         for problem in problems:
             name = form_name(problem.field.split("[", 1)[0])
             if problem.field.startswith("rewards"):
