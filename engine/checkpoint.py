@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from engine.recipe import flatten
+
 FORMAT = 1
 FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
 #: Settings a resumed run may change: how long it runs and how often it reports.
@@ -137,22 +139,13 @@ def load_checkpoint(folder: Path, recipe: dict[str, Any]) -> CheckpointState:
 
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths whose values differ, ignoring ``RESUMABLE_CHANGES``."""
-    flat_saved, flat_current = _flatten(saved), _flatten(current)
+    flat_saved, flat_current = flatten(saved), flatten(current)
     keys = sorted(set(flat_saved) | set(flat_current))
     return [
         key
         for key in keys
         if key not in RESUMABLE_CHANGES and flat_saved.get(key) != flat_current.get(key)
     ]
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, dict):
-        return {prefix: data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-    return flat
 
 
 def _sha256(path: Path) -> str:

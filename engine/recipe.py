@@ -224,6 +224,16 @@ class Recipe:
         return validate(self)
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Plain recipe data (``Recipe.to_dict()``) as {dotted path: value}, lists kept whole."""
+    if not isinstance(data, Mapping):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
 def field_docs() -> dict[str, str]:
     """One-line help per setting, keyed by dotted path (``optimiser.lr``), for forms and CLIs."""
     docs: dict[str, str] = {}

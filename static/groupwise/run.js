@@ -190,6 +190,41 @@
     $("images-per-second").textContent = tp.length ? tp[tp.length - 1].images_per_second.toFixed(1) + " images/s" : "";
   }
 
+  let evalShown = null;
+  function renderEvals() {
+    const select = $("eval-step");
+    const steps = [...state.evals.keys()].sort((a, b) => a - b);
+    if (steps.length === 0) return;
+    const chosen = select.dataset.user ? Number(select.value) : steps[steps.length - 1];
+    select.replaceChildren(...steps.map((s) => {
+      const option = el("option", "", String(s));
+      option.value = s;
+      option.selected = s === chosen;
+      return option;
+    }));
+    const evaluation = state.evals.get(chosen);
+    if (evaluation === evalShown) return;
+    evalShown = evaluation;
+    const strip = $("eval-strip");
+    strip.replaceChildren();
+    for (const s of evaluation.samples) {
+      const figure = el("figure", "sample");
+      const img = el("img");
+      img.src = s.thumbnail;
+      img.alt = `${s.prompt} seed ${s.seed}`;
+      img.width = 72;
+      img.height = 72;
+      img.loading = "lazy";
+      img.title = s.prompt;
+      figure.append(img, el("figcaption", "", `${s.prompt.slice(0, 18)} · r ${s.reward.toFixed(3)}`));
+      strip.append(figure);
+    }
+  }
+  $("eval-step").addEventListener("change", () => {
+    $("eval-step").dataset.user = "1";
+    renderEvals();
+  });
+
   function renderLog() {
     const list = $("log");
     list.replaceChildren();
@@ -218,6 +253,7 @@
       renderStatus();
       renderGroups();
       renderCharts();
+      renderEvals();
       renderLog();
     });
   }

@@ -61,3 +61,32 @@ def test_layout_table() -> None:
     assert rows["samples_per_rollout"] == "256"
     assert rows["requests_per_rollout"] == "16"
     assert rows["optimizer_steps_per_rollout"] == "2"
+
+
+def test_train_writes_events_images_and_checkpoints_then_resumes(tmp_path: Path) -> None:
+    import json
+
+    args = [
+        "train", "--preset", "tiny-color", "--out", str(tmp_path),
+        "--set", "rollout_batch_size=2", "--set", "n_samples_per_prompt=4",
+        "--set", "diffusion_microgroup_size=4", "--set", "micro_batch_size_sample=4",
+        "--set", "checkpoint_every=2", "--set", "eval_every=2",
+    ]  # fmt: skip
+    first = engine(*args, "--set", "max_steps=2")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "run finished after step 2" in first.stdout
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    rollout = next(r for r in records if r["type"] == "rollout_finished")
+    image = rollout["groups"][0]["samples"][0]["image"]
+    assert (tmp_path / image).is_file() and image.endswith(".png")
+    assert (tmp_path / "checkpoints" / "step-000002" / "model.safetensors").is_file()
+
+    longer = engine(*args, "--set", "max_steps=4")
+    assert longer.returncode == 0, longer.stdout + longer.stderr
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    restarts = [r["start_step"] for r in records if r["type"] == "run_started"]
+    assert restarts == [0, 2], "the second command resumed from the step-2 checkpoint"
+
+    invalid = engine(*args, "--set", "diffusion_microgroup_size=3")
+    assert invalid.returncode == 2

@@ -5,6 +5,7 @@ from webapp.runs import views
 urlpatterns = [
     path("runs/", views.run_list, name="run-list"),
     path("runs/new/", views.new_run, name="run-new"),
+    path("runs/compare/", views.compare_runs, name="run-compare"),
     path("runs/<int:run_id>/", views.run_detail, name="run-detail-page"),
     path("runs/<int:run_id>/gallery/", views.run_gallery, name="run-gallery"),
     path("runs/<int:run_id>/<str:action>/", views.run_action, name="run-action"),

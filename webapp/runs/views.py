@@ -132,6 +132,62 @@ def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     )
 
 
+MAX_COMPARED = 8
+
+
+@require_GET
+def compare_runs(request: HttpRequest) -> HttpResponse:
+    """Two or more runs side by side: recipe differences, reward curves, one prompt's groups."""
+    from webapp.runs.api import run_metrics
+    from webapp.runs.compare import recipe_differences
+
+    try:
+        ids = [int(i) for i in request.GET.getlist("ids") if i]
+    except ValueError:
+        ids = []
+    runs = list(Run.objects.visible_to(request.user).filter(pk__in=ids[:MAX_COMPARED]))
+    if len(runs) < 2:
+        messages.error(request, "Pick two or more of your runs to compare.")
+        return redirect("run-list")
+    runs.sort(key=lambda run: ids.index(run.pk))
+    live = Sample.objects.filter(run__in=runs, superseded=False)
+    prompts = sorted(set(live.values_list("prompt", flat=True).distinct()[:500]))
+    prompt = request.GET.get("prompt") or (prompts[0] if prompts else "")
+    steps = sorted(set(live.values_list("step", flat=True).distinct()))
+    try:
+        step = int(request.GET.get("step", steps[-1] if steps else 0))
+    except ValueError:
+        step = steps[-1] if steps else 0
+    columns = [
+        {
+            "run": run,
+            "samples": list(
+                live.filter(run=run, prompt=prompt, step=step).order_by("-reward")[:64]
+            ),
+        }
+        for run in runs
+    ]
+    curves = [
+        {"id": run.pk, "name": f"#{run.pk} {run.name}", "reward": run_metrics(run)["reward"]}
+        for run in runs
+    ]
+    return render(
+        request,
+        "runs/compare.html",
+        {
+            "runs": runs,
+            "differences": recipe_differences([run.recipe for run in runs]),
+            "prompts": prompts,
+            "prompt": prompt,
+            "steps": steps,
+            "step": step,
+            "columns": columns,
+            "curves": curves,
+            "ids": ",".join(str(run.pk) for run in runs),
+        },
+    )
+
+
 @require_POST
 def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)

@@ -11,7 +11,9 @@ PROMPTS = ["a red image", "a green image", "a blue image", "a yellow image"]
 
 
 def test_requests_carry_the_layout_seeds_and_window():
-    recipe = apply_overrides(preset("tiny-color"), {"diffusion_microgroup_size": 2})
+    recipe = apply_overrides(
+        preset("tiny-color"), {"n_samples_per_prompt": 4, "diffusion_microgroup_size": 2}
+    )
     plan = layout(recipe, 3)
     requests = rollout_requests(recipe, PROMPTS, 3)
     assert len(requests) == plan.requests_per_rollout == 8
