@@ -275,7 +275,7 @@
         apply(event);
         state.lastSeq = event.seq;
       }
-      state.run = data.run;
+      if (data.run) state.run = data.run;
       page.dataset.lastSeq = state.lastSeq;
       render();
     };

@@ -87,3 +87,34 @@ async def test_bad_messages_get_an_error(owner: Any) -> None:
     await communicator.send_json_to({"type": "subscribe", "after": "x"})
     assert "sequence number" in (await communicator.receive_json_from(timeout=5))["message"]
     await communicator.disconnect()
+
+
+async def test_a_push_after_a_gap_is_filled_from_the_database(owner: Any) -> None:
+    from channels.layers import get_channel_layer
+
+    from webapp.runs.sink import run_group
+
+    run = await run_with_events(owner, 3)
+    communicator = socket(run.pk, owner)
+    await communicator.connect()
+    await communicator.send_json_to({"type": "subscribe", "after": 0})
+    assert [e["seq"] for e in (await communicator.receive_json_from(timeout=10))["events"]] == [
+        1, 2, 3,
+    ]  # fmt: skip
+
+    @database_sync_to_async
+    def store(seq: int) -> None:
+        Event.objects.create(run=run, seq=seq, type="log_line", payload={}, time=timezone.now())
+
+    await store(5)
+    await store(6)
+    # A push that does not follow on from what the socket saw (5 was never pushed) is not
+    # trusted: the socket reads the gap from the database.
+    pushed = {"seq": 6, "type": "log_line", "step": None, "payload": {"pushed": True}}
+    await get_channel_layer().group_send(
+        run_group(run.pk), {"type": "run.event", "seq": 6, "events": [pushed], "run": None}
+    )
+    batch = await communicator.receive_json_from(timeout=10)
+    assert [e["seq"] for e in batch["events"]] == [5, 6]
+    assert batch["events"][1]["payload"] == {}, "read from the database, not the push"
+    await communicator.disconnect()

@@ -21,15 +21,15 @@ from django.conf import settings
 from django.db.models import Max
 
 from webapp.runs.models import Event, Run
-from webapp.runs.sink import run_group
+from webapp.runs.sink import RUN_STATE, run_group
 
 logger = logging.getLogger(__name__)
 
 BATCH = 500
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_NOT_FOUND = 4404
-#: How often the embedded follower looks for new events.
-FOLLOW_SECONDS = 0.2
+#: How often the embedded follower looks for new events (one query for all watched runs).
+FOLLOW_SECONDS = 0.1
 
 
 class RunConsumer(AsyncJsonWebsocketConsumer):
@@ -73,8 +73,15 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             FOLLOWER.watch(self.run_id, self.after)
 
     async def run_event(self, message: dict[str, Any]) -> None:
-        """A new event was stored: send everything after what this socket has seen."""
-        if self.after is not None and message.get("seq", 0) > self.after:
+        """New events were stored. Those that follow on from what this socket has seen are sent
+        as they came; after a gap, everything after the last seen is read from the database."""
+        if self.after is None or message.get("seq", 0) <= self.after:
+            return
+        events = message.get("events") or []
+        if events and events[0]["seq"] == self.after + 1:
+            self.after = events[-1]["seq"]
+            await self.send_json({"type": "events", "events": events, "run": message.get("run")})
+        else:
             await self._send_new()
 
     async def _send_new(self) -> None:
@@ -99,7 +106,7 @@ def _events_after(run_id: int, after: int) -> tuple[list[dict[str, Any]], dict[s
     events = [
         {"seq": e.seq, "type": e.type, "step": e.step, "payload": e.payload} for e in rows[:BATCH]
     ]
-    run = Run.objects.values("status", "step", "max_steps", "error").get(pk=run_id)
+    run = Run.objects.values(*RUN_STATE).get(pk=run_id)
     return events, dict(run)
 
 
@@ -133,8 +140,13 @@ class EventFollower:
                 latest = await _latest_seqs(list(self.watched))
                 for run_id, seq in latest.items():
                     if run_id in self.watched and seq > self.watched[run_id]:
+                        # One read for every socket of this process watching the run.
+                        events, run = await _events_after(run_id, self.watched[run_id])
                         self.watched[run_id] = seq
-                        await layer.group_send(run_group(run_id), {"type": "run.event", "seq": seq})
+                        await layer.group_send(
+                            run_group(run_id),
+                            {"type": "run.event", "seq": seq, "events": events, "run": run},
+                        )
             except Exception:
                 logger.exception("event follower tick failed; retrying")
             await asyncio.sleep(FOLLOW_SECONDS)

@@ -48,6 +48,10 @@ STEP_EVENTS = (
 )
 
 
+#: The run fields a socket message carries.
+RUN_STATE = ("status", "step", "max_steps", "error")
+
+
 def run_group(run_id: int) -> str:
     """The channel-layer group that hears about a run's new events."""
     return f"run-{run_id}"
@@ -80,12 +84,13 @@ class RunSink:
 
     def _store_safely(self, event: Event) -> None:
         try:
-            seq = self._store(event)
+            record, run = self._store(event)
         finally:
             close_old_connections()
-        self._notify(seq, event.type)
+        self._notify(record, run)
 
-    def _store(self, event: Event) -> int:
+    def _store(self, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Store the event; return it as sockets send it, and the run's state after it."""
         payload = event.to_dict(encode_image=lambda _image: None)
         seq = self._next_seq
         with transaction.atomic():
@@ -109,8 +114,14 @@ class RunSink:
                 payload=payload,
                 time=datetime.fromtimestamp(event.time, tz=UTC),
             )
+            run = dict(models.Run.objects.values(*RUN_STATE).get(pk=self.run_id))
         self._next_seq += 1
-        return seq
+        return {
+            "seq": seq,
+            "type": event.type,
+            "step": payload.get("step"),
+            "payload": payload,
+        }, run
 
     def _supersede_after(self, start_step: int) -> None:
         """A resume from ``start_step`` re-runs what was recorded after that checkpoint."""
@@ -178,14 +189,19 @@ class RunSink:
         picture.save(root / thumb_path, optimize=False)
         return image_path, thumb_path
 
-    def _notify(self, seq: int, event_type: str) -> None:
+    def _notify(self, record: dict[str, Any], run: dict[str, Any]) -> None:
         if not settings.REDIS_URL:
             return
         try:
             layer = get_channel_layer()
+            # The stored event rides along, so a socket that is up to date sends it on without
+            # reading it back; one that missed something reads the gap from the database.
             async_to_sync(layer.group_send)(
-                run_group(self.run_id), {"type": "run.event", "seq": seq, "event_type": event_type}
+                run_group(self.run_id),
+                {"type": "run.event", "seq": record["seq"], "events": [record], "run": run},
             )
         except Exception:
             # The database is the record: a browser that missed the push catches up from it.
-            logger.warning("could not notify run %s listeners of event %s", self.run_id, seq)
+            logger.warning(
+                "could not notify run %s listeners of event %s", self.run_id, record["seq"]
+            )
