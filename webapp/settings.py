@@ -173,6 +173,8 @@ CELERY_DATABASE_ENGINE_OPTIONS = (
 # Worker liveness: a heartbeat row every few seconds; younger than the timeout counts as live.
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
 WORKER_LIVE_SECONDS = env_float("WORKER_LIVE_SECONDS", 30.0, minimum=1.0)
+# Queue a run again as soon as its dead worker is noticed (it resumes from its checkpoint).
+GROUPWISE_AUTO_RESUME = env_bool("GROUPWISE_AUTO_RESUME", False)
 
 # The engine's model: unset means the built-in tiny model.
 GROUPWISE_MODEL_DIR = env_path("GROUPWISE_MODEL_DIR", None, base=BASE_DIR)

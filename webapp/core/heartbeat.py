@@ -68,6 +68,7 @@ class HeartbeatThread(threading.Thread):
         while not self._stopped.wait(settings.WORKER_HEARTBEAT_SECONDS):
             try:
                 self.beat()
+                _interrupt_orphans()
             except Exception:
                 # A busy or restarting database must not kill the worker: the next beat retries,
                 # and a long gap simply shows the worker as not live.
@@ -102,8 +103,16 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     queues = sorted(sender.app.amqp.queues.consume_from)
     _thread = HeartbeatThread(sender.hostname, queues)
     _thread.beat()
+    _interrupt_orphans()
     _thread.start()
     logger.info("heartbeat started for %s on queues %s", sender.hostname, ",".join(queues))
+
+
+def _interrupt_orphans() -> None:
+    # Any live worker notices runs whose worker died (webapp.runs.recovery).
+    from webapp.runs.recovery import interrupt_orphaned_runs
+
+    interrupt_orphaned_runs()
 
 
 @signals.worker_shutting_down.connect

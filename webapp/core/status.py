@@ -61,6 +61,10 @@ def check_broker() -> Check:
 
 
 def check_workers() -> Check:
+    from webapp.runs.recovery import interrupt_orphaned_runs
+
+    # The web process notices dead workers' runs too, whenever someone looks at the health.
+    interrupt_orphaned_runs()
     live = list(WorkerHeartbeat.objects.live())
     details = {
         "live": len(live),
