@@ -25,7 +25,7 @@ import torch
 from engine import events
 from engine.advantages import group_advantages
 from engine.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
-from engine.layout import layout
+from engine.layout import Layout, layout
 from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
 from engine.policy import Policy
@@ -263,7 +263,7 @@ def _split(flat: torch.Tensor, results: list[RolloutResult]) -> list[torch.Tenso
 def _rollout_event(
     step: int,
     rollout_index: int,
-    plan: object,
+    plan: Layout,
     prompts: list[str],
     results: list[RolloutResult],
     rewards: torch.Tensor,
@@ -290,8 +290,8 @@ def _rollout_event(
     return events.RolloutFinished(
         step=step,
         rollout_index=rollout_index,
-        rollout_seed=plan.rollout_seed,  # type: ignore[attr-defined]
-        sde_window=tuple(plan.sde_window),  # type: ignore[attr-defined]
+        rollout_seed=plan.rollout_seed,
+        sde_window=tuple(plan.sde_window),
         groups=tuple(
             events.PromptGroup(group_index=g, prompt=prompts[g], samples=tuple(samples))
             for g, samples in sorted(samples_by_group.items())
