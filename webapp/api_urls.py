@@ -14,6 +14,7 @@ router.register("runs", api.RunViewSet, basename="api-run")
 
 urlpatterns = [
     *router.urls,
+    path("queue/", api.run_queue, name="api-queue"),
     path("presets/", api.presets, name="api-presets"),
     path("recipes/validate/", api.validate_recipe, name="api-recipe-validate"),
     path("recipes/layout/", api.recipe_layout, name="api-recipe-layout"),

@@ -16,6 +16,7 @@ from webapp.env import (
     database_from_url,
     env_bool,
     env_float,
+    env_int,
     env_list,
     env_path,
     env_str,
@@ -180,6 +181,30 @@ GROUPWISE_AUTO_RESUME = env_bool("GROUPWISE_AUTO_RESUME", False)
 GROUPWISE_MODEL_DIR = env_path("GROUPWISE_MODEL_DIR", None, base=BASE_DIR)
 # Checkpoints and engine files, one folder per run (images go under MEDIA_ROOT).
 GROUPWISE_RUNS_DIR = env_path("GROUPWISE_RUNS_DIR", None, base=BASE_DIR) or VAR_DIR / "runs"
+# Checkpoints kept per run: the newest N plus the best by evaluation reward; 0 keeps all.
+GROUPWISE_KEEP_CHECKPOINTS = env_int("GROUPWISE_KEEP_CHECKPOINTS", 3, minimum=0)
+# Runs one user may have running at once (enforced when a worker claims one); 0 is no limit.
+GROUPWISE_MAX_RUNNING_PER_USER = env_int("GROUPWISE_MAX_RUNNING_PER_USER", 0, minimum=0)
+# A run held back by that limit is offered to a worker again after this many seconds (and at
+# once when one of the owner's runs ends).
+GROUPWISE_LIMIT_RETRY_SECONDS = env_float("GROUPWISE_LIMIT_RETRY_SECONDS", 30.0, minimum=0.1)
+# Webhook notifications: seconds per attempt, and attempts before giving up.
+GROUPWISE_WEBHOOK_TIMEOUT = env_float("GROUPWISE_WEBHOOK_TIMEOUT", 10.0, minimum=0.1)
+GROUPWISE_WEBHOOK_ATTEMPTS = env_int("GROUPWISE_WEBHOOK_ATTEMPTS", 3, minimum=1)
+# The dashboard's address, for links in notifications.
+GROUPWISE_BASE_URL = env_url(
+    "GROUPWISE_BASE_URL", "http://127.0.0.1:8000", schemes=("http", "https")
+)
+
+# Email (notifications) through Django's mail settings; by default mail is written to the
+# worker's log, so nothing needs a mail server.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "groupwise@localhost")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

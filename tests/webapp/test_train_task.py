@@ -13,8 +13,9 @@ from django.test import Client
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from tests.webapp.personas import client_for
+from tests.webapp.webhooks import webhook_receiver
 from tests.webapp.workers import broker, client_app, start_worker
-from webapp.runs.models import Checkpoint, Event, Run, Sample
+from webapp.runs.models import Checkpoint, Event, Notification, Run, Sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,10 +58,16 @@ def test_tiny_color_trains_end_to_end_and_a_duplicate_does_nothing(
 ) -> None:
     app, worker, tmp_path = worker_setup
     run = queued_run(owner)
-    first = app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-    duplicate = app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-    assert first.get(timeout=600) == "finished", worker.log()
-    assert duplicate.get(timeout=60) == "skipped"
+    with webhook_receiver() as hook:
+        Run.objects.filter(pk=run.pk).update(webhook_url=hook.url)
+        first = app.send_task("runs.train_run", args=[run.pk], queue="gpu")
+        duplicate = app.send_task("runs.train_run", args=[run.pk], queue="gpu")
+        assert first.get(timeout=600) == "finished", worker.log()
+        assert duplicate.get(timeout=60) == "skipped"
+        # The worker sends the end-of-run webhook as a task on the default queue.
+        assert hook.arrived.wait(timeout=60), worker.log()
+    assert [m["run"]["status"] for m in hook.received] == ["finished"]
+    assert Notification.objects.get(run=run).delivered
 
     run.refresh_from_db()
     assert (run.status, run.step, run.attempts, run.error) == ("finished", 2, 1, "")

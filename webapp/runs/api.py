@@ -21,14 +21,17 @@ from rest_framework.response import Response
 
 from engine.presets import PRESETS
 from engine.problems import RecipeError
-from webapp.runs import services
+from webapp.runs import housekeeping, services
 from webapp.runs.models import Event, Run
+from webapp.runs.queue import queue_entries
 from webapp.runs.serializers import (
     CloneSerializer,
     EventSerializer,
+    QueueEntrySerializer,
     RecipeRequestSerializer,
     RunCreateSerializer,
     RunSerializer,
+    RunSettingsSerializer,
     SampleSerializer,
     problems_as_errors,
 )
@@ -66,36 +69,77 @@ class RunViewSet(
 
     def get_queryset(self) -> Any:
         runs = Run.objects.visible_to(self.request.user).select_related("owner")
-        status_filter = self.request.query_params.get("status")
+        if self.action != "list":
+            return runs.prefetch_related("tags")
+        params = self.request.query_params
+        status_filter = params.get("status")
         if status_filter:
             valid = {s.value for s in Run.Status}
             if status_filter not in valid:
                 raise ValidationError({"status": [f"use one of {', '.join(sorted(valid))}"]})
-            runs = runs.filter(status=status_filter)
-        owner = self.request.query_params.get("owner")
+        if params.get("archived", "") not in ("", "yes", "all", "no"):
+            raise ValidationError({"archived": ["use yes, no or all"]})
+        owner = params.get("owner")
         if owner:
             runs = runs.filter(owner__username=owner)
-        return runs
+        return runs.filtered(params).prefetch_related("tags")
 
     @extend_schema(
         parameters=[
             OpenApiParameter("status", str, description="Only runs with this status."),
             OpenApiParameter("owner", str, description="Only this user's runs (staff)."),
+            OpenApiParameter("q", str, description="Name, notes or a tag containing this text."),
+            OpenApiParameter("tag", str, description="Only runs with this tag."),
+            OpenApiParameter(
+                "archived",
+                str,
+                enum=["no", "yes", "all"],
+                description="Archived runs: hidden (no, the default), only them, or all.",
+            ),
         ]
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
+    @extend_schema(request=RunSettingsSerializer, responses={200: RunSerializer})
+    def partial_update(self, request: Request, pk: str | None = None) -> Response:
+        """Change notes, tags, notifications or the archived flag."""
+        run = self.get_object()
+        body = RunSettingsSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        archived = data.pop("archived", None)
+        try:
+            if archived is not None:
+                housekeeping.set_archived(run, archived)
+            run = services.update_settings(run, **data)
+        except housekeeping.HousekeepingError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        return Response(RunSerializer(run).data)
+
+    @extend_schema(responses={204: None, 409: dict})
+    def destroy(self, request: Request, pk: str | None = None) -> Response:
+        """Delete a run that is not active, with its images and checkpoints."""
+        try:
+            housekeeping.delete_run(self.get_object())
+        except housekeeping.HousekeepingError as error:
+            return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
+        data = body.validated_data
         run = services.create_run(
             request.user,
-            body.validated_data["name"],
-            body.validated_data["built"],
-            preset=body.validated_data.get("preset") or "",
+            data["name"],
+            data["built"],
+            preset=data.get("preset") or "",
+            notify={k: data[k] for k in ("notify_email", "webhook_url") if k in data},
         )
+        if data.get("notes") or data.get("tags"):
+            run = services.update_settings(run, notes=data.get("notes"), tags=data.get("tags"))
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunSerializer})
@@ -234,6 +278,13 @@ def run_metrics(run: Run) -> dict[str, Any]:
             for p in payloads("throughput")
         ],
     }
+
+
+@extend_schema(responses={200: QueueEntrySerializer(many=True)})
+@api_view(["GET"])
+def run_queue(request: Request) -> Response:
+    """Running runs, then queued ones in the order workers take them."""
+    return Response(QueueEntrySerializer(queue_entries(request.user), many=True).data)
 
 
 @extend_schema(responses={200: dict})

@@ -65,6 +65,20 @@ class NewRunForm(forms.Form):
         "UTF-8, at most 5 MB; replaces the training prompts.",
     )
 
+    tags = forms.CharField(
+        required=False, max_length=1100, help_text="Comma or space separated, e.g. ocr, lr-sweep."
+    )
+    notify_email = forms.BooleanField(
+        required=False,
+        label="email me",
+        help_text="An email to your address when the run finishes, fails or is interrupted.",
+    )
+    webhook_url = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Optional http(s) URL that receives a JSON POST when the run ends.",
+    )
+
     def __init__(self, *args: Any, preset: str, **kwargs: Any) -> None:
         recipe = PRESETS[preset].recipe.to_dict()
         docs = field_docs()
@@ -113,6 +127,18 @@ class NewRunForm(forms.Form):
             result["data.prompts"] = self.upload_report["prompts"]
             result["data.dataset"] = ""
         return result
+
+    def clean_tags(self) -> list[str]:
+        try:
+            return services.parse_tags(self.cleaned_data.get("tags", ""))
+        except services.SettingsError as error:
+            raise forms.ValidationError(error.errors["tags"]) from None
+
+    def clean_webhook_url(self) -> str:
+        try:
+            return services.check_webhook_url(self.cleaned_data.get("webhook_url", ""))
+        except services.SettingsError as error:
+            raise forms.ValidationError(error.errors["webhook_url"]) from None
 
     def clean_prompt_file(self) -> Any:
         upload = self.cleaned_data.get("prompt_file")

@@ -17,6 +17,45 @@ class RunQuerySet(models.QuerySet["Run"]):
             return self
         return self.filter(owner=user)
 
+    def filtered(self, params: Any) -> RunQuerySet:
+        """The runs list's filters, shared by the page and the API: status, tag, search, archived.
+
+        ``q`` matches the name, the notes and the tags; archived runs are hidden unless
+        ``archived`` is ``yes`` (only those) or ``all``.
+        """
+        runs = self
+        status = params.get("status", "")
+        if status:
+            runs = runs.filter(status=status)
+        tag = params.get("tag", "").strip().lower()
+        if tag:
+            runs = runs.filter(tags__name=tag)
+        query = params.get("q", "").strip()
+        if query:
+            runs = runs.filter(
+                models.Q(name__icontains=query)
+                | models.Q(notes__icontains=query)
+                | models.Q(tags__name__icontains=query)
+            ).distinct()
+        archived = params.get("archived", "")
+        if archived == "yes":
+            runs = runs.filter(archived=True)
+        elif archived != "all":
+            runs = runs.filter(archived=False)
+        return runs
+
+
+class Tag(models.Model):
+    """A label on runs; runs are filtered and searched by their tags."""
+
+    name = models.CharField(max_length=50, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
 
 class Run(models.Model):
     """One training run: its recipe, where it stands, and how to reproduce it."""
@@ -43,6 +82,9 @@ class Run(models.Model):
     recipe = models.JSONField(help_text="The validated recipe (engine.recipe.Recipe.to_dict()).")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it last joined the queue; orders the queue."
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=255, blank=True, help_text="Worker that runs or ran it.")
@@ -56,6 +98,23 @@ class Run(models.Model):
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="clones"
     )
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker claimed it.")
+    notes = models.TextField(blank=True, help_text="The owner's notes; searched on the runs list.")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="runs")
+    notify_email = models.BooleanField(
+        default=False, help_text="Email the owner when the run finishes, fails or is interrupted."
+    )
+    webhook_url = models.URLField(
+        max_length=500, blank=True, help_text="POSTed a JSON message when the run ends."
+    )
+    archived = models.BooleanField(
+        default=False, help_text="Hidden from the runs list by default; kept on disk."
+    )
+    disk_bytes = models.PositiveBigIntegerField(
+        default=0, help_text="Bytes of its media and checkpoints, as last measured."
+    )
+    health = models.CharField(
+        max_length=4, blank=True, help_text="Worst status of its latest health checks."
+    )
 
     objects = RunQuerySet.as_manager()
 
@@ -138,6 +197,28 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} checkpoint {self.step}"
+
+
+class Notification(models.Model):
+    """One message sent (or attempted) about a run ending, by email or webhook."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="notifications")
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.CharField(max_length=500, help_text="Address or URL.")
+    status = models.CharField(max_length=20, help_text="The run status it announced.")
+    delivered = models.BooleanField(default=False)
+    detail = models.TextField(blank=True, help_text="The answer, or why it failed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["run", "created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.channel} {self.status}"
 
 
 class ApiToken(models.Model):

@@ -44,6 +44,10 @@ def interrupt_orphaned_runs(now: datetime | None = None) -> list[int]:
         ):
             interrupted.append(run.pk)
             logger.warning("run %s interrupted: %s", run.pk, message)
+    from webapp.runs.tasks import after_run
+
+    for run_id in interrupted:
+        after_run(run_id)
     if interrupted and settings.GROUPWISE_AUTO_RESUME:
         from webapp.runs.services import resume_run
 

@@ -42,8 +42,39 @@ class RecipeRequestSerializer(serializers.Serializer):
         return attrs
 
 
-class RunCreateSerializer(RecipeRequestSerializer):
+class RunSettingsSerializer(serializers.Serializer):
+    """What the owner may change on a run at any time."""
+
+    notes = serializers.CharField(required=False, allow_blank=True, max_length=20000)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=50), required=False, max_length=20
+    )
+    notify_email = serializers.BooleanField(required=False)
+    webhook_url = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    archived = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, list[str]] = {}
+        for name, check in (
+            ("tags", services.parse_tags),
+            ("webhook_url", services.check_webhook_url),
+        ):
+            if name in attrs:
+                try:
+                    attrs[name] = check(attrs[name])
+                except services.SettingsError as error:
+                    errors.update(error.errors)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class RunCreateSerializer(RecipeRequestSerializer, RunSettingsSerializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs = RunSettingsSerializer.validate(self, attrs)
+        return RecipeRequestSerializer.validate(self, attrs)
 
 
 class CloneSerializer(serializers.Serializer):
@@ -53,6 +84,7 @@ class CloneSerializer(serializers.Serializer):
 
 class RunSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.get_username", read_only=True)
+    tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
     links = serializers.SerializerMethodField()
 
     class Meta:
@@ -74,6 +106,14 @@ class RunSerializer(serializers.ModelSerializer):
             "cloned_from",
             "recipe",
             "reproducibility",
+            "notes",
+            "tags",
+            "notify_email",
+            "webhook_url",
+            "archived",
+            "disk_bytes",
+            "health",
+            "queued_at",
             "links",
         ]
         read_only_fields = fields
@@ -84,6 +124,30 @@ class RunSerializer(serializers.ModelSerializer):
             "events": reverse("api-run-events", args=[run.pk]),
             "samples": reverse("api-run-samples", args=[run.pk]),
             "metrics": reverse("api-run-metrics", args=[run.pk]),
+        }
+
+
+class QueueEntrySerializer(serializers.Serializer):
+    """A queued or running run; ``id`` and ``name`` are null for another user's run."""
+
+    position = serializers.IntegerField(allow_null=True, help_text="1-based; null when running.")
+    id = serializers.IntegerField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
+    host = serializers.CharField(allow_blank=True)
+    device = serializers.CharField(allow_null=True)
+    waiting_for = serializers.CharField(allow_blank=True)
+
+    def to_representation(self, entry: Any) -> dict[str, Any]:
+        run = entry.run
+        return {
+            "position": entry.position,
+            "id": run.pk if entry.visible else None,
+            "name": run.name if entry.visible else None,
+            "status": run.status,
+            "host": run.worker,
+            "device": (run.reproducibility or {}).get("device"),
+            "waiting_for": entry.waiting_for,
         }
 
 

@@ -7,8 +7,11 @@ conditional updates, so two requests racing on one run cannot both win.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,7 +20,12 @@ from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
 from engine.recipe import Recipe
-from webapp.runs.models import Run
+from webapp.runs.models import Run, Tag
+
+#: A tag: letters, digits, ``-``, ``_``, ``.`` and ``:``; compared in lower case.
+TAG_PATTERN = re.compile(r"^[\w.:-]{1,50}$")
+MAX_TAGS = 20
+_WEBHOOK_URL = URLValidator(schemes=["http", "https"])
 
 
 class TransitionError(Exception):
@@ -60,9 +68,18 @@ def layout_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def create_run(
-    owner: Any, name: str, recipe: Recipe, *, preset: str = "", cloned_from: Run | None = None
+    owner: Any,
+    name: str,
+    recipe: Recipe,
+    *,
+    preset: str = "",
+    cloned_from: Run | None = None,
+    notify: dict[str, Any] | None = None,
 ) -> Run:
-    """Store a queued run and enqueue its training once the row is committed."""
+    """Store a queued run and enqueue its training once the row is committed.
+
+    ``notify`` sets the run's ``notify_email`` and ``webhook_url``.
+    """
     run = Run.objects.create(
         owner=owner,
         name=name.strip() or preset or "run",
@@ -70,6 +87,8 @@ def create_run(
         recipe=recipe.to_dict(),
         max_steps=recipe.run.max_steps,
         cloned_from=cloned_from,
+        queued_at=timezone.now(),
+        **(notify or {}),
     )
     _enqueue(run)
     return run
@@ -97,7 +116,7 @@ def cancel_run(run: Run) -> Run:
 def resume_run(run: Run) -> Run:
     """Queue an interrupted, failed or cancelled run again; it continues from its checkpoint."""
     resumed = Run.objects.filter(pk=run.pk, status__in=Run.RESUMABLE).update(
-        status=Run.Status.QUEUED, error="", finished_at=None
+        status=Run.Status.QUEUED, error="", finished_at=None, queued_at=timezone.now()
     )
     run.refresh_from_db()
     if not resumed:
@@ -111,9 +130,85 @@ def resume_run(run: Run) -> Run:
 def clone_run(run: Run, owner: Any, *, name: str = "", overrides: Any = None) -> Run:
     """A new queued run with ``run``'s recipe and ``overrides`` applied."""
     recipe = build_recipe(recipe=run.recipe, overrides=overrides)
-    return create_run(
-        owner, name or f"{run.name} (clone)", recipe, preset=run.preset, cloned_from=run
+    clone = create_run(
+        owner,
+        name or f"{run.name} (clone)",
+        recipe,
+        preset=run.preset,
+        cloned_from=run,
+        notify={"notify_email": run.notify_email, "webhook_url": run.webhook_url},
     )
+    clone.tags.set(run.tags.all())
+    return clone
+
+
+class SettingsError(Exception):
+    """Bad run settings (notes, tags, notifications): ``errors`` maps each field to messages."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("; ".join(f"{k}: {' '.join(v)}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def parse_tags(value: Any) -> list[str]:
+    """Tags from a list or a comma/space separated text, lower-cased, deduplicated, in order.
+
+    Raises ``SettingsError`` naming the bad tag.
+    """
+    if isinstance(value, str):
+        items = re.split(r"[,\s]+", value)
+    elif isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        items = list(value)
+    else:
+        raise SettingsError({"tags": ["give a list of tags or a comma-separated text"]})
+    tags = list(dict.fromkeys(item.strip().lower() for item in items if item.strip()))
+    bad = [tag for tag in tags if not TAG_PATTERN.match(tag)]
+    if bad:
+        raise SettingsError(
+            {"tags": [f"'{bad[0][:60]}' is not a tag: use up to 50 letters, digits, - _ . or :"]}
+        )
+    if len(tags) > MAX_TAGS:
+        raise SettingsError({"tags": [f"{len(tags)} tags: use at most {MAX_TAGS}"]})
+    return tags
+
+
+def check_webhook_url(url: str) -> str:
+    """The URL stripped, or a ``SettingsError`` saying what is wrong with it."""
+    url = url.strip()
+    if url:
+        try:
+            _WEBHOOK_URL(url)
+        except ValidationError:
+            raise SettingsError(
+                {"webhook_url": [f"'{url[:100]}' is not an http(s) URL: e.g. https://host/hook"]}
+            ) from None
+    return url
+
+
+def update_settings(
+    run: Run,
+    *,
+    notes: str | None = None,
+    tags: Any = None,
+    notify_email: bool | None = None,
+    webhook_url: str | None = None,
+) -> Run:
+    """Change the run's notes, tags and notifications; unset arguments stay as they are."""
+    changes: dict[str, Any] = {}
+    if notes is not None:
+        changes["notes"] = notes
+    if notify_email is not None:
+        changes["notify_email"] = notify_email
+    if webhook_url is not None:
+        changes["webhook_url"] = check_webhook_url(webhook_url)
+    names = parse_tags(tags) if tags is not None else None
+    with transaction.atomic():
+        if changes:
+            Run.objects.filter(pk=run.pk).update(**changes)
+        if names is not None:
+            run.tags.set([Tag.objects.get_or_create(name=name)[0] for name in names])
+    run.refresh_from_db()
+    return run
 
 
 def _enqueue(run: Run) -> None:

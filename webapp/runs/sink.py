@@ -28,11 +28,12 @@ from engine.events import (
     CheckpointSaved,
     EvaluationFinished,
     Event,
+    Health,
     RolloutFinished,
     RunStarted,
     TrainStepFinished,
 )
-from webapp.runs import models
+from webapp.runs import housekeeping, models
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,12 @@ STEP_EVENTS = (
 
 #: The run fields a socket message carries.
 RUN_STATE = ("status", "step", "max_steps", "error")
+
+
+def worst_status(event: Health) -> str:
+    """fail over warn over pass: what the runs list flags."""
+    statuses = {check.status for check in event.checks}
+    return next((s for s in ("fail", "warn") if s in statuses), "pass")
 
 
 def run_group(run_id: int) -> str:
@@ -88,6 +95,8 @@ class RunSink:
         finally:
             close_old_connections()
         self._notify(record, run)
+        if isinstance(event, CheckpointSaved):
+            housekeeping.apply_retention(self.run_id)
 
     def _store(self, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
         """Store the event; return it as sockets send it, and the run's state after it."""
@@ -102,6 +111,8 @@ class RunSink:
                 self._store_evaluation(event, payload)
             elif isinstance(event, TrainStepFinished):
                 models.Run.objects.filter(pk=self.run_id).update(step=event.step)
+            elif isinstance(event, Health):
+                models.Run.objects.filter(pk=self.run_id).update(health=worst_status(event))
             elif isinstance(event, CheckpointSaved):
                 models.Checkpoint.objects.update_or_create(
                     run_id=self.run_id, step=event.step, defaults={"path": event.path}

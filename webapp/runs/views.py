@@ -12,6 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.paginator import Paginator
+from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
@@ -20,23 +21,30 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django.views.static import serve
 
 from engine.presets import PRESETS
-from webapp.runs import services
+from webapp.runs import housekeeping, queue, services
 from webapp.runs.forms import NewRunForm
-from webapp.runs.models import ApiToken, Run, Sample
+from webapp.runs.models import ApiToken, Run, Sample, Tag
 
 DEFAULT_PRESET = "tiny-color"
 
 
 @require_GET
 def run_list(request: HttpRequest) -> HttpResponse:
-    runs = Run.objects.visible_to(request.user).select_related("owner")
-    status = request.GET.get("status", "")
-    if status:
-        runs = runs.filter(status=status)
+    visible = Run.objects.visible_to(request.user)
+    runs = visible.select_related("owner").filtered(request.GET).prefetch_related("tags")
     return render(
         request,
         "runs/list.html",
-        {"runs": runs[:200], "statuses": Run.Status.choices, "status": status},
+        {
+            "runs": runs[:200],
+            "statuses": Run.Status.choices,
+            "status": request.GET.get("status", ""),
+            "q": request.GET.get("q", ""),
+            "tag": request.GET.get("tag", ""),
+            "archived": request.GET.get("archived", ""),
+            "all_tags": Tag.objects.filter(runs__in=visible).distinct(),
+            "disk_total": visible.aggregate(total=Sum("disk_bytes"))["total"] or 0,
+        },
     )
 
 
@@ -48,9 +56,16 @@ def new_run(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = NewRunForm(request.POST, request.FILES, preset=preset)
         if form.is_valid() and form.built is not None:
+            data = form.cleaned_data
             run = services.create_run(
-                request.user, form.cleaned_data["name"], form.built, preset=preset
+                request.user,
+                data["name"],
+                form.built,
+                preset=preset,
+                notify={"notify_email": data["notify_email"], "webhook_url": data["webhook_url"]},
             )
+            if data["tags"]:
+                services.update_settings(run, tags=data["tags"])
             messages.success(request, f"Run #{run.pk} is queued.")
             return redirect("run-detail-page", run.pk)
     else:
@@ -66,7 +81,48 @@ def new_run(request: HttpRequest) -> HttpResponse:
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The live page: a skeleton the browser fills from the run's socket."""
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
-    return render(request, "runs/detail.html", {"run": run})
+    return render(
+        request,
+        "runs/detail.html",
+        {
+            "run": run,
+            "tags_text": ", ".join(run.tags.values_list("name", flat=True)),
+            "notifications": run.notifications.all()[:50],
+        },
+    )
+
+
+@require_POST
+def run_settings(request: HttpRequest, run_id: int) -> HttpResponse:
+    """Save the notes, tags and notification settings of the run's page."""
+    run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
+    try:
+        services.update_settings(
+            run,
+            notes=request.POST.get("notes", "")[:20000],
+            tags=request.POST.get("tags", ""),
+            notify_email=request.POST.get("notify_email") == "on",
+            webhook_url=request.POST.get("webhook_url", ""),
+        )
+    except services.SettingsError as error:
+        for field, problems in error.errors.items():
+            messages.error(request, f"{field}: {' '.join(problems)} (nothing was saved)")
+    else:
+        messages.success(request, "Saved.")
+    return redirect(reverse("run-detail-page", args=[run.pk]) + "#manage")
+
+
+@require_GET
+def run_queue(request: HttpRequest) -> HttpResponse:
+    """Queued and running runs: place in the queue, host and device; others' runs unnamed."""
+    return render(
+        request,
+        "runs/queue.html",
+        {
+            "entries": queue.queue_entries(request.user),
+            "limit": settings.GROUPWISE_MAX_RUNNING_PER_USER,
+        },
+    )
 
 
 GALLERY_PAGE = 60
@@ -198,13 +254,21 @@ def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
         elif action == "resume":
             services.resume_run(run)
             messages.info(request, f"Run #{run.pk} is queued to resume.")
+        elif action in ("archive", "unarchive"):
+            housekeeping.set_archived(run, action == "archive")
+            state = "archived" if run.archived else "restored"
+            messages.info(request, f"Run #{run.pk} is {state}.")
+        elif action == "delete":
+            housekeeping.delete_run(run)
+            messages.info(request, f"Run #{run.pk} and its files are deleted.")
+            return redirect("run-list")
         elif action == "clone":
             clone = services.clone_run(run, request.user)
             messages.success(request, f"Run #{clone.pk} is queued, a clone of #{run.pk}.")
             return redirect("run-detail-page", clone.pk)
         else:
             raise Http404("no such action")
-    except services.TransitionError as error:
+    except (services.TransitionError, housekeeping.HousekeepingError) as error:
         messages.error(request, str(error))
     return redirect("run-detail-page", run.pk)
 
