@@ -27,8 +27,8 @@ from engine.trainer import Replay
 Status = Literal["pass", "warn", "fail"]
 
 #: Replay max |ratio - 1| up to these is a pass / a warning; above, a failure. A replay in fp32
-#: with the rollout's own batches agrees to ~1e-7; 1e-3 is already a tenth of a typical
-#: clip_range (1e-4 .. 1e-2 in Flow-GRPO), so the clip would act on noise.
+#: with the rollout's own batches agrees to ~1e-7; against Flow-GRPO's clip_range 1e-4 a pass
+#: is a tenth of the clip, a failure ten times it (the clip would act on replay noise).
 REPLAY_PASS, REPLAY_WARN = 1e-5, 1e-3
 #: Share of the rollout's groups with all rewards equal: above the first warns, at or above
 #: the second fails (the rollout then yields no gradient at all).
