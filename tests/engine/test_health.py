@@ -281,3 +281,55 @@ def test_images_one_level_apart_are_different() -> None:
     with_sample(results, 0, 0, image=nudged)
     assert not np.array_equal(results[0].samples[0].image, results[0].samples[1].image)
     assert check_distinct_samples(results).status == "pass"
+
+
+def test_a_real_tiny_rollout_is_healthy() -> None:
+    """The loop's own pieces on the tiny model: every check passes, replay included."""
+    from engine.advantages import group_advantages
+    from engine.layout import layout
+    from engine.overrides import apply_overrides
+    from engine.policy import Policy
+    from engine.presets import PRESETS
+    from engine.rewards import build_rewards
+    from engine.rollout.in_process import InProcessBackend
+    from engine.rollout.plan import rollout_requests
+    from engine.tiny.weights import load_tiny
+    from engine.trainer import Trainer
+
+    recipe = apply_overrides(
+        PRESETS["tiny-color"].recipe,
+        {
+            "rollout_batch_size": 2,
+            "n_samples_per_prompt": 2,
+            "diffusion_microgroup_size": 2,
+            "micro_batch_size_sample": 2,
+            "num_inference_steps": 4,
+            "height": 16,
+            "width": 16,
+        },
+    )
+    model = load_tiny()
+    policy = Policy(model, recipe.model, keep_reference=False, seed=0)
+    backend = InProcessBackend(model)
+    results = [backend.generate(r) for r in rollout_requests(recipe, PROMPTS, 0)]
+    images = np.concatenate([r.images for r in results])
+    prompts = [r.request.prompt for r in results for _ in r.samples]
+    scores = build_rewards(recipe.rewards)(images, prompts, [{}] * len(prompts)).scores
+    rewards = torch.as_tensor(np.asarray(scores), dtype=torch.float64).reshape(2, 2)
+    advantages = group_advantages(rewards, globalize_reward_std=True, adv_clip_max=5.0)
+    conditionings = [
+        model.encode_prompts([r.request.prompt], None).repeat(r.request.num_outputs)
+        for r in results
+    ]
+    replay, _ = Trainer(policy, recipe).train_rollout(
+        results, conditionings, list(advantages.advantages.flatten().split(2))
+    )
+    checks = health(
+        results,
+        rewards=rewards,
+        zero_std_groups=advantages.zero_std_groups,
+        replay=replay,
+        phase_seconds=phase_seconds(results, reward=0.01, train=1.0),
+        sde_window_size=len(layout(recipe).sde_window),
+    )
+    assert failing(checks) == {}, checks
