@@ -1,4 +1,4 @@
-"""The headless command line: ``python -m engine validate | layout | train``.
+"""The headless command line: ``python -m engine validate | layout | train | sweep``.
 
 Exit codes: 0 success, 2 an invalid recipe or arguments (each problem printed with its field
 and fix), 1 a run that failed, 130 a run stopped by Ctrl-C (resumable: run the same command).
@@ -28,12 +28,35 @@ def build_parser() -> argparse.ArgumentParser:
         ("validate", "check a recipe and print every problem"),
         ("layout", "print the derived layout of a valid recipe"),
         ("train", "train headless: events as JSONL and images under --out; resumes from it"),
+        ("sweep", "measure every valid diffusion_microgroup_size on the same seeds"),
     ):
         sub = commands.add_parser(name, help=help_text)
         _recipe_arguments(sub)
         if name == "train":
             sub.add_argument("--out", required=True, type=Path, help="the run's folder")
+        if name == "sweep":
+            _sweep_arguments(sub)
     return parser
+
+
+def _sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=None,
+        metavar="M,M,...",
+        help="microgroup sizes to sweep, e.g. 1,2,4 (default: every divisor of G)",
+    )
+    parser.add_argument("--rollouts", type=int, default=2, help="rollouts per size (default 2)")
+    parser.add_argument("--update", action="store_true", help="also train on each rollout")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="write the report")
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list like 1,2,4") from None
 
 
 def _recipe_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,6 +98,20 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         from engine.train_cli import train
 
         return train(recipe, args.out, out)
+    if args.command == "sweep":
+        from engine.sweep_cli import run_sweep
+
+        try:
+            return run_sweep(
+                recipe,
+                sizes=args.sizes,
+                rollouts=args.rollouts,
+                update=args.update,
+                json_path=args.json,
+                out=out,
+            )
+        except RecipeError as error:
+            return _report(error, out)
     return _print_layout(recipe, out)
 
 

@@ -90,3 +90,36 @@ def test_train_writes_events_images_and_checkpoints_then_resumes(tmp_path: Path)
 
     invalid = engine(*args, "--set", "diffusion_microgroup_size=3")
     assert invalid.returncode == 2
+
+
+def test_sweep_prints_a_row_per_size_and_writes_the_report(tmp_path: Path) -> None:
+    import json
+
+    from engine.sweep import SweepReport
+
+    small = [
+        "--preset", "tiny-color", "--set", "rollout_batch_size=1",
+        "--set", "n_samples_per_prompt=4", "--set", "micro_batch_size_sample=4",
+        "--set", "diffusion_microgroup_size=4", "--set", "num_inference_steps=4",
+        "--set", "height=16", "--set", "width=16",
+    ]  # fmt: skip
+    out = tmp_path / "sweep.json"
+    result = engine("sweep", *small, "--sizes", "2,4", "--rollouts", "1", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["M", "img/s", "fwd/s"]
+    assert [line.split()[0] for line in lines[1:3]] == ["2", "4"]
+    assert lines[1].split()[-1] == "yes" and lines[2].split()[-1] == "yes"
+    report = SweepReport.from_dict(json.loads(out.read_text()))
+    assert [row.microgroup_size for row in report.rows] == [2, 4]
+    assert f"best M: {report.best_size} " in result.stdout
+
+    invalid = engine("sweep", *small, "--sizes", "3", "--rollouts", "0")
+    assert invalid.returncode == 2
+    assert invalid.stdout.splitlines() == [
+        "invalid recipe: 2 problem(s)",
+        "  sizes: diffusion_microgroup_size=3 does not divide n_samples_per_prompt=4: "
+        "use 1, 2 or 4",
+        "  rollouts: rollouts=0: sweep at least 1, e.g. 2",
+    ]
+    assert engine("sweep", *small, "--sizes", "two").returncode == 2
