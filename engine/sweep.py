@@ -129,6 +129,11 @@ class SweepRow:
     #: The trainer's replay max |ratio - 1| over the rollouts; None without updates.
     replay_max_deviation: float | None
 
+    def to_dict(self) -> dict[str, Any]:
+        """Strict-JSON-ready data, as in ``SweepReport.to_dict``."""
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepRow:
         replay = data["replay_max_deviation"]

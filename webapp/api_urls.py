@@ -7,10 +7,11 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from webapp.runs import api
+from webapp.runs import api, sweep_api
 
 router = SimpleRouter()
 router.register("runs", api.RunViewSet, basename="api-run")
+router.register("sweeps", sweep_api.SweepViewSet, basename="api-sweep")
 
 urlpatterns = [
     *router.urls,

@@ -150,7 +150,7 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", _default_result_backend
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_QUEUES: dict[str, dict[str, str]] = {"default": {}, "gpu": {}}
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"runs.train_run": {"queue": "gpu"}}
+CELERY_TASK_ROUTES = {"runs.train_run": {"queue": "gpu"}, "runs.run_sweep": {"queue": "gpu"}}
 # Long GPU tasks go to the ``gpu`` queue and run in a ``solo`` worker (prefork children are forked
 # and daemonic, which breaks CUDA and DataLoader workers). A task is acknowledged when received,
 # not when finished: under acks_late, Redis's visibility timeout (1 h) and RabbitMQ's consumer

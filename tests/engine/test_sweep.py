@@ -105,6 +105,9 @@ def test_report_round_trips_through_strict_json(
     data = json.loads(json.dumps(odd.to_dict(), allow_nan=False))
     assert data["rows"][1]["max_log_prob_diff"] == "NaN"
     assert math.isnan(SweepReport.from_dict(data).rows[1].max_log_prob_diff)
+    row = json.loads(json.dumps(broken.to_dict(), allow_nan=False))
+    assert row == data["rows"][1]
+    assert math.isnan(SweepRow.from_dict(row).max_log_prob_diff)
     with pytest.raises(ValueError, match="schema_version 2"):
         SweepReport.from_dict({**data, "schema_version": 2})
 

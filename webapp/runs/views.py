@@ -88,6 +88,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "run": run,
             "tags_text": ", ".join(run.tags.values_list("name", flat=True)),
             "notifications": run.notifications.all()[:50],
+            "sweeps": run.sweeps.filter(owner_id=request.user.pk)[:10],
         },
     )
 

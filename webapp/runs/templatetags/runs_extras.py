@@ -18,3 +18,9 @@ def human_bytes(value: int | None) -> str:
         size /= 1024
         unit += 1
     return f"{int(size)} B" if unit == 0 else f"{size:.1f} {_UNITS[unit]}"
+
+
+@register.filter
+def get_item(mapping: dict | None, key: str) -> object:
+    """``mapping[key]`` in a template, or None."""
+    return (mapping or {}).get(key)

@@ -1,0 +1,64 @@
+"""The sweeps API: launch a microgroup sweep from a run or a recipe, and read its results."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.exceptions import ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from engine.problems import RecipeError
+from webapp.runs import services
+from webapp.runs.api import Pages
+from webapp.runs.models import Run, Sweep
+from webapp.runs.serializers import SweepCreateSerializer, SweepSerializer, problems_as_errors
+from webapp.runs.sweep_views import visible_sweeps
+from webapp.runs.sweeps import create_sweep
+
+
+class SweepViewSet(
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.CreateModelMixin,
+    viewsets.GenericViewSet,
+):
+    serializer_class = SweepSerializer
+    pagination_class = Pages
+    queryset = Sweep.objects.none()
+    lookup_value_regex = r"\d+"
+
+    def get_queryset(self) -> Any:
+        return visible_sweeps(self.request.user)
+
+    @extend_schema(request=SweepCreateSerializer, responses={201: SweepSerializer})
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        body = SweepCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        run = None
+        try:
+            if "run" in data:
+                run = Run.objects.visible_to(request.user).filter(pk=data["run"]).first()
+                if run is None:
+                    raise ValidationError({"run": [f"you have no run #{data['run']}"]})
+                recipe = services.build_recipe(recipe=run.recipe, overrides=data.get("overrides"))
+            else:
+                recipe = services.build_recipe(
+                    preset=data.get("preset"),
+                    recipe=data.get("recipe"),
+                    overrides=data.get("overrides"),
+                )
+            sweep = create_sweep(
+                request.user,
+                recipe,
+                sizes=data.get("sizes"),
+                rollouts=data["rollouts"],
+                update=data["update"],
+                run=run,
+            )
+        except RecipeError as error:
+            raise ValidationError(problems_as_errors(error)) from None
+        return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)
