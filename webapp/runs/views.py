@@ -65,8 +65,10 @@ def new_run(request: HttpRequest) -> HttpResponse:
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The live page: a skeleton the browser fills from the run's socket."""
+    from webapp.runs.export_views import export_context
+
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
-    return render(request, "runs/detail.html", {"run": run})
+    return render(request, "runs/detail.html", {"run": run, "export": export_context(run)})
 
 
 GALLERY_PAGE = 60
