@@ -137,6 +137,24 @@ def load_checkpoint(folder: Path, recipe: dict[str, Any]) -> CheckpointState:
     )
 
 
+def load_weights(folder: Path) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
+    """The step, recipe and verified trainable weights of a checkpoint, without its optimizer
+    state (what an export needs). Raises ``CheckpointError`` like ``load_checkpoint``."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint {folder} has no readable meta.json ({error})") from None
+    path = folder / FILES[0]
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {folder} is missing {FILES[0]}: it is incomplete")
+    if _sha256(path) != meta.get("sha256", {}).get(FILES[0]):
+        raise CheckpointError(
+            f"checkpoint {folder} is corrupt: {FILES[0]} does not match its SHA-256; "
+            "export an older checkpoint"
+        )
+    return int(meta["step"]), meta["recipe"], load_file(path)
+
+
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Dotted paths whose values differ, ignoring ``RESUMABLE_CHANGES``."""
     flat_saved, flat_current = flatten(saved), flatten(current)

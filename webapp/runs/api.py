@@ -11,17 +11,21 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import PageNumberPagination
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from engine.metrics_table import rows_as_json
 from engine.presets import PRESETS
 from engine.problems import RecipeError
-from webapp.runs import housekeeping, services
+from webapp.runs import export_views, housekeeping, services
 from webapp.runs.models import Event, Run
 from webapp.runs.queue import queue_entries
 from webapp.runs.serializers import (
@@ -53,6 +57,28 @@ def _int_param(request: Request, name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise ValidationError({name: [f"{name}={raw!r} is not an integer"]}) from None
+
+
+class CsvErrorRenderer(BaseRenderer):
+    """Lets a client ask for CSV (``?format=csv``, ``Accept: text/csv``). The CSV itself is
+    streamed by the view; only an error's detail is rendered here, as one line."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(
+        self, data: Any, accepted_media_type: Any = None, renderer_context: Any = None
+    ) -> Any:
+        detail = data.get("detail", data) if isinstance(data, dict) else data
+        return f"{detail}\n".encode()
+
+
+class ZipErrorRenderer(CsvErrorRenderer):
+    """Lets a client send ``Accept: application/zip``; errors come back as one line of text."""
+
+    media_type = "application/zip"
+    format = "zip"
 
 
 class RunViewSet(
@@ -222,6 +248,78 @@ class RunViewSet(
     def metrics(self, request: Request, pk: str | None = None) -> Response:
         """Per-step series: reward mean/std per rollout, train metrics, evaluations, throughput."""
         return Response(run_metrics(self.get_object()))
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True, methods=["get"], url_path="export", url_name="export")
+    def export(self, request: Request, pk: str | None = None) -> Response:
+        """What can be downloaded: checkpoint steps (newest first), the snippet that loads the
+        latest one's weights, and the download URLs."""
+        run = self.get_object()
+        context = export_views.export_context(run)
+        return Response(
+            {
+                "checkpoints": context["checkpoint_steps"],
+                "snippet": context["snippet"],
+                "links": {
+                    "metrics": reverse("api-run-export-metrics", args=[run.pk]),
+                    "samples": reverse("api-run-export-samples", args=[run.pk]),
+                    "weights": reverse("api-run-export-weights", args=[run.pk]),
+                },
+            }
+        )
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", str, enum=["json", "csv"], description="Default json.")
+        ],
+        responses={(200, "application/json"): dict, (200, "text/csv"): OpenApiTypes.BINARY},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="export/metrics",
+        url_name="export-metrics",
+        renderer_classes=[JSONRenderer, CsvErrorRenderer],
+    )
+    def export_metrics(self, request: Request, pk: str | None = None) -> Any:
+        """One row per optimizer step: train metrics, the rollout's reward mean/std and the
+        evaluation reward where there was one; superseded records left out."""
+        run = self.get_object()
+        if request.accepted_renderer.format == "csv":
+            return export_views.metrics_csv(run)
+        return Response(rows_as_json(export_views.metric_rows(run)))
+
+    @extend_schema(
+        parameters=[OpenApiParameter("step", int, description="Only the rollout of this step.")],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="export/samples",
+        url_name="export-samples",
+        renderer_classes=[JSONRenderer, ZipErrorRenderer],
+    )
+    def export_samples(self, request: Request, pk: str | None = None) -> Any:
+        """A zip of the run's sample images with manifest.csv (prompt, seed, reward, ...)."""
+        return export_views.samples_zip(self.get_object(), _int_param(request, "step"))
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("step", int, description="The checkpoint's step (default latest).")
+        ],
+        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+    )
+    @action(
+        detail=True,
+        methods=["get"],
+        url_path="export/weights",
+        url_name="export-weights",
+        renderer_classes=[JSONRenderer, ZipErrorRenderer],
+    )
+    def export_weights(self, request: Request, pk: str | None = None) -> Any:
+        """A zip of a checkpoint's weights (LoRA adapter or full) with a loading README."""
+        return export_views.weights_zip(self.get_object(), _int_param(request, "step"))
 
     def _transition(self, change: Any) -> Response:
         try:

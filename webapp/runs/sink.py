@@ -99,106 +99,9 @@ class RunSink:
             housekeeping.apply_retention(self.run_id)
 
     def _store(self, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Store the event; return it as sockets send it, and the run's state after it."""
-        payload = event.to_dict(encode_image=lambda _image: None)
-        seq = self._next_seq
-        with transaction.atomic():
-            if isinstance(event, RunStarted):
-                self._supersede_after(event.start_step)
-            if isinstance(event, RolloutFinished):
-                self._store_rollout(event, payload)
-            elif isinstance(event, EvaluationFinished):
-                self._store_evaluation(event, payload)
-            elif isinstance(event, TrainStepFinished):
-                models.Run.objects.filter(pk=self.run_id).update(step=event.step)
-            elif isinstance(event, Health):
-                models.Run.objects.filter(pk=self.run_id).update(health=worst_status(event))
-            elif isinstance(event, CheckpointSaved):
-                models.Checkpoint.objects.update_or_create(
-                    run_id=self.run_id, step=event.step, defaults={"path": event.path}
-                )
-            models.Event.objects.create(
-                run_id=self.run_id,
-                seq=seq,
-                type=event.type,
-                step=payload.get("step"),
-                payload=payload,
-                time=datetime.fromtimestamp(event.time, tz=UTC),
-            )
-            run = dict(models.Run.objects.values(*RUN_STATE).get(pk=self.run_id))
+        record, run = store_event(self.run_id, self._next_seq, event)
         self._next_seq += 1
-        return {
-            "seq": seq,
-            "type": event.type,
-            "step": payload.get("step"),
-            "payload": payload,
-        }, run
-
-    def _supersede_after(self, start_step: int) -> None:
-        """A resume from ``start_step`` re-runs what was recorded after that checkpoint."""
-        after_seq = 0
-        if start_step > 0:
-            checkpoint = (
-                models.Event.objects.filter(
-                    run_id=self.run_id, type="checkpoint_saved", step=start_step, superseded=False
-                )
-                .order_by("-seq")
-                .first()
-            )
-            after_seq = checkpoint.seq if checkpoint else 0
-        models.Event.objects.filter(
-            run_id=self.run_id, type__in=STEP_EVENTS, seq__gt=after_seq, superseded=False
-        ).update(superseded=True)
-        models.Sample.objects.filter(
-            run_id=self.run_id, step__gte=start_step, superseded=False
-        ).update(superseded=True)
-
-    def _store_rollout(self, event: RolloutFinished, payload: dict[str, Any]) -> None:
-        rows = []
-        folder = f"runs/{self.run_id}/rollout-{event.rollout_index:05d}-step-{event.step:06d}"
-        for group, group_data in zip(event.groups, payload["groups"], strict=True):
-            for sample, sample_data in zip(group.samples, group_data["samples"], strict=True):
-                stem = f"{folder}/g{group.group_index:03d}-s{sample.sample_index:03d}-{sample.seed}"
-                image, thumbnail = self._write_image(sample.image, stem)
-                sample_data["image"] = settings.MEDIA_URL + image
-                sample_data["thumbnail"] = settings.MEDIA_URL + thumbnail
-                rows.append(
-                    models.Sample(
-                        run_id=self.run_id,
-                        step=event.step,
-                        rollout_index=event.rollout_index,
-                        group_index=group.group_index,
-                        prompt=group.prompt,
-                        index_in_group=sample.sample_index,
-                        image=image,
-                        thumbnail=thumbnail,
-                        reward=sample.reward,
-                        components=sample.reward_components,
-                        advantage=sample.advantage,
-                        seed=sample.seed,
-                    )
-                )
-        models.Sample.objects.bulk_create(rows)
-
-    def _store_evaluation(self, event: EvaluationFinished, payload: dict[str, Any]) -> None:
-        folder = f"runs/{self.run_id}/eval-step-{event.step:06d}"
-        for index, (sample, data) in enumerate(zip(event.samples, payload["samples"], strict=True)):
-            image, thumbnail = self._write_image(
-                sample.image, f"{folder}/{index:03d}-{sample.seed}"
-            )
-            data["image"] = settings.MEDIA_URL + image
-            data["thumbnail"] = settings.MEDIA_URL + thumbnail
-
-    def _write_image(self, pixels: np.ndarray, stem: str) -> tuple[str, str]:
-        """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT."""
-        root = Path(settings.MEDIA_ROOT)
-        image_path, thumb_path = f"{stem}.png", f"{stem}.thumb.png"
-        (root / image_path).parent.mkdir(parents=True, exist_ok=True)
-        picture = Image.fromarray(pixels)
-        picture.save(root / image_path, optimize=False)
-        picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-        picture.save(root / thumb_path, optimize=False)
-        return image_path, thumb_path
+        return record, run
 
     def _notify(self, record: dict[str, Any], run: dict[str, Any]) -> None:
         if not settings.REDIS_URL:
@@ -216,3 +119,106 @@ class RunSink:
             logger.warning(
                 "could not notify run %s listeners of event %s", self.run_id, record["seq"]
             )
+
+
+def store_event(run_id: int, seq: int, event: Event) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Store ``event`` as run ``run_id``'s event ``seq`` (rows, and images under MEDIA_ROOT) in
+    one transaction; return it as sockets send it, and the run's state after it.
+
+    The live sink and ``manage.py import_run`` both store through here, so an imported run is
+    recorded exactly as a web run is.
+    """
+    payload = event.to_dict(encode_image=lambda _image: None)
+    with transaction.atomic():
+        if isinstance(event, RunStarted):
+            _supersede_after(run_id, event.start_step)
+        if isinstance(event, RolloutFinished):
+            _store_rollout(run_id, event, payload)
+        elif isinstance(event, EvaluationFinished):
+            _store_evaluation(run_id, event, payload)
+        elif isinstance(event, TrainStepFinished):
+            models.Run.objects.filter(pk=run_id).update(step=event.step)
+        elif isinstance(event, Health):
+            models.Run.objects.filter(pk=run_id).update(health=worst_status(event))
+        elif isinstance(event, CheckpointSaved):
+            models.Checkpoint.objects.update_or_create(
+                run_id=run_id, step=event.step, defaults={"path": event.path}
+            )
+        models.Event.objects.create(
+            run_id=run_id,
+            seq=seq,
+            type=event.type,
+            step=payload.get("step"),
+            payload=payload,
+            time=datetime.fromtimestamp(event.time, tz=UTC),
+        )
+        run = dict(models.Run.objects.values(*RUN_STATE).get(pk=run_id))
+    return {"seq": seq, "type": event.type, "step": payload.get("step"), "payload": payload}, run
+
+
+def _supersede_after(run_id: int, start_step: int) -> None:
+    """A resume from ``start_step`` re-runs what was recorded after that checkpoint."""
+    after_seq = 0
+    if start_step > 0:
+        checkpoint = (
+            models.Event.objects.filter(
+                run_id=run_id, type="checkpoint_saved", step=start_step, superseded=False
+            )
+            .order_by("-seq")
+            .first()
+        )
+        after_seq = checkpoint.seq if checkpoint else 0
+    models.Event.objects.filter(
+        run_id=run_id, type__in=STEP_EVENTS, seq__gt=after_seq, superseded=False
+    ).update(superseded=True)
+    models.Sample.objects.filter(run_id=run_id, step__gte=start_step, superseded=False).update(
+        superseded=True
+    )
+
+
+def _store_rollout(run_id: int, event: RolloutFinished, payload: dict[str, Any]) -> None:
+    rows = []
+    folder = f"runs/{run_id}/rollout-{event.rollout_index:05d}-step-{event.step:06d}"
+    for group, group_data in zip(event.groups, payload["groups"], strict=True):
+        for sample, sample_data in zip(group.samples, group_data["samples"], strict=True):
+            stem = f"{folder}/g{group.group_index:03d}-s{sample.sample_index:03d}-{sample.seed}"
+            image, thumbnail = _write_image(sample.image, stem)
+            sample_data["image"] = settings.MEDIA_URL + image
+            sample_data["thumbnail"] = settings.MEDIA_URL + thumbnail
+            rows.append(
+                models.Sample(
+                    run_id=run_id,
+                    step=event.step,
+                    rollout_index=event.rollout_index,
+                    group_index=group.group_index,
+                    prompt=group.prompt,
+                    index_in_group=sample.sample_index,
+                    image=image,
+                    thumbnail=thumbnail,
+                    reward=sample.reward,
+                    components=sample.reward_components,
+                    advantage=sample.advantage,
+                    seed=sample.seed,
+                )
+            )
+    models.Sample.objects.bulk_create(rows)
+
+
+def _store_evaluation(run_id: int, event: EvaluationFinished, payload: dict[str, Any]) -> None:
+    folder = f"runs/{run_id}/eval-step-{event.step:06d}"
+    for index, (sample, data) in enumerate(zip(event.samples, payload["samples"], strict=True)):
+        image, thumbnail = _write_image(sample.image, f"{folder}/{index:03d}-{sample.seed}")
+        data["image"] = settings.MEDIA_URL + image
+        data["thumbnail"] = settings.MEDIA_URL + thumbnail
+
+
+def _write_image(pixels: np.ndarray, stem: str) -> tuple[str, str]:
+    """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT."""
+    root = Path(settings.MEDIA_ROOT)
+    image_path, thumb_path = f"{stem}.png", f"{stem}.thumb.png"
+    (root / image_path).parent.mkdir(parents=True, exist_ok=True)
+    picture = Image.fromarray(pixels)
+    picture.save(root / image_path, optimize=False)
+    picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+    picture.save(root / thumb_path, optimize=False)
+    return image_path, thumb_path

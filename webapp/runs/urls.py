@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.runs import sweep_views, views
+from webapp.runs import export_views, sweep_views, views
 
 urlpatterns = [
     path("runs/", views.run_list, name="run-list"),
@@ -11,6 +11,26 @@ urlpatterns = [
     path("runs/<int:run_id>/gallery/", views.run_gallery, name="run-gallery"),
     path("runs/<int:run_id>/settings/", views.run_settings, name="run-settings"),
     path("runs/<int:run_id>/sweep/", sweep_views.launch_sweep, name="run-sweep"),
+    path(
+        "runs/<int:run_id>/export/metrics.csv",
+        export_views.export_metrics_csv,
+        name="run-export-metrics-csv",
+    ),
+    path(
+        "runs/<int:run_id>/export/metrics.json",
+        export_views.export_metrics_json,
+        name="run-export-metrics-json",
+    ),
+    path(
+        "runs/<int:run_id>/export/samples.zip",
+        export_views.export_samples,
+        name="run-export-samples",
+    ),
+    path(
+        "runs/<int:run_id>/export/weights.zip",
+        export_views.export_weights_zip,
+        name="run-export-weights",
+    ),
     path("runs/<int:run_id>/<str:action>/", views.run_action, name="run-action"),
     path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
     path("sweeps/<int:sweep_id>/", sweep_views.sweep_detail, name="sweep-detail"),

@@ -80,6 +80,8 @@ def new_run(request: HttpRequest) -> HttpResponse:
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The live page: a skeleton the browser fills from the run's socket."""
+    from webapp.runs.export_views import export_context
+
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
     return render(
         request,
@@ -89,6 +91,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "tags_text": ", ".join(run.tags.values_list("name", flat=True)),
             "notifications": run.notifications.all()[:50],
             "sweeps": run.sweeps.filter(owner_id=request.user.pk)[:10],
+            "export": export_context(run),
         },
     )
 
