@@ -1,4 +1,4 @@
-"""The headless command line: ``python -m engine validate | layout | train``.
+"""The headless command line: ``python -m engine validate | layout | train | serve-rollout``.
 
 Exit codes: 0 success, 2 an invalid recipe or arguments (each problem printed with its field
 and fix), 1 a run that failed, 130 a run stopped by Ctrl-C (resumable: run the same command).
@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         _recipe_arguments(sub)
         if name == "train":
             sub.add_argument("--out", required=True, type=Path, help="the run's folder")
+    serve = commands.add_parser(
+        "serve-rollout", help="serve rollouts over SGLang-D's HTTP protocol (docs/sglang.md)"
+    )
+    serve.add_argument("--model", required=True, help="'tiny' or a local diffusers directory")
+    serve.add_argument("--family", help="model family (default: read from model_index.json)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve.add_argument("--port", type=int, default=30000, help="port to bind; 0 picks a free one")
     return parser
 
 
@@ -58,6 +65,10 @@ def load_recipe(args: argparse.Namespace) -> Recipe:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve-rollout":
+        from engine.rollout.server import serve
+
+        return serve(args.model, args.family, args.host, args.port)
     try:
         recipe = load_recipe(args)
     except RecipeError as error:
