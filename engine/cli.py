@@ -36,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve-rollout", help="serve rollouts over SGLang-D's HTTP protocol (docs/sglang.md)"
     )
-    serve.add_argument("--model", required=True, help="'tiny' or a local diffusers directory")
+    serve.add_argument(
+        "--model",
+        "--model-path",
+        dest="model",
+        required=True,
+        help="'tiny' or a local diffusers directory (--model-path as sglang serve names it)",
+    )
     serve.add_argument("--family", help="model family (default: read from model_index.json)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, default=30000, help="port to bind; 0 picks a free one")

@@ -1,9 +1,10 @@
 """The recipe: one serialisable description of a run, nested by concern.
 
 A ``Recipe`` holds a model, data, rewards, layout, sampler, optimiser, run and rollout section
-(names as in DESIGN.md section 1). It round-trips through plain dicts, JSON and TOML. Building one from data
-checks only shapes and types (unknown keys, text where a number belongs); ``Recipe.validate()``
-checks the meaning and returns every problem at once. The defaults are the tiny CPU demo.
+(names as in DESIGN.md section 1). It round-trips through plain dicts, JSON and TOML. Building one
+from data checks only shapes and types (unknown keys, text where a number belongs);
+``Recipe.validate()`` checks the meaning and returns every problem at once. The defaults are the
+tiny CPU demo.
 """
 
 from __future__ import annotations

@@ -588,8 +588,7 @@ def _check_rollout(recipe: Recipe, problems: list[Problem]) -> None:
             problems.append(
                 Problem(
                     "rollout.server_command",
-                    "server_command is empty but launch='colocated' starts it: "
-                    "e.g. 'sglang serve'",
+                    "server_command is empty but launch='colocated' starts it: e.g. 'sglang serve'",
                 )
             )
     _at_least_one(problems, "rollout", "server_concurrency", rollout.server_concurrency, "e.g. 4")

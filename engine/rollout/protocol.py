@@ -138,8 +138,7 @@ def parse_request(payload: Any) -> RolloutRequest:
         raise ProtocolError("extra_sampling_params.seed must be a list of whole numbers")
     if len(seeds) != count:
         raise ProtocolError(
-            f"extra_sampling_params.seed has {len(seeds)} seeds for "
-            f"num_outputs_per_prompt={count}"
+            f"extra_sampling_params.seed has {len(seeds)} seeds for num_outputs_per_prompt={count}"
         )
     sde_type = _field(payload, "rollout_sde_type", str, "sde")
     window = payload.get("rollout_sde_step_indices") or []
@@ -311,6 +310,6 @@ def _field(payload: Mapping[str, Any], name: str, kind: type, default: Any = ...
         return default
     if kind is float and _is_int(value):
         return float(value)
-    if kind is int and not _is_int(value) or not isinstance(value, kind):
+    if (kind is int and not _is_int(value)) or not isinstance(value, kind):
         raise ProtocolError(f"{name} must be {kind.__name__}, not {type(value).__name__}")
     return value

@@ -171,8 +171,7 @@ class SGLangBackend:
                 attempt += 1
                 if attempt > self.max_retries:
                     raise RolloutServerError(
-                        f"{server.url}: {describe(request)} failed {attempt} times, last: "
-                        f"{error}"
+                        f"{server.url}: {describe(request)} failed {attempt} times, last: {error}"
                     ) from None
                 with self._slots:
                     self.retries += 1
@@ -211,9 +210,7 @@ class SGLangBackend:
                 server.alive = False
             self._slots.notify_all()
 
-    def _call(
-        self, server: _Server, method: str, path: str, body: Any, timeout: float
-    ) -> bytes:
+    def _call(self, server: _Server, method: str, path: str, body: Any, timeout: float) -> bytes:
         """The body of a 2xx answer; ``_Transient`` for what may pass, ``RolloutServerError``
         for a 4xx."""
         data = None if body is None else json.dumps(body).encode()
