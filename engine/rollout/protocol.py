@@ -140,6 +140,9 @@ def parse_request(payload: Any) -> RolloutRequest:
         raise ProtocolError(
             f"extra_sampling_params.seed has {len(seeds)} seeds for num_outputs_per_prompt={count}"
         )
+    for name in ("height", "width", "num_inference_steps"):
+        if _field(payload, name, int) < 1:
+            raise ProtocolError(f"{name}={payload[name]} must be at least 1")
     sde_type = _field(payload, "rollout_sde_type", str, "sde")
     window = payload.get("rollout_sde_step_indices") or []
     if not (isinstance(window, list) and all(_is_int(i) for i in window)):

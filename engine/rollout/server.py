@@ -12,7 +12,7 @@ end on the CPU. Endpoints (as sglang 0.5.23 names them; docs/sglang.md):
 - ``POST /release_memory_occupation``, ``/resume_memory_occupation``: generation refused (503)
   while released; nothing to free on the CPU.
 - ``GET /health``, ``GET /model_info``, ``GET /server_stats`` (requests in flight now, the most
-  ever in flight, requests answered).
+  ever in flight, requests answered; ``POST /server_stats/reset`` zeroes the last two).
 """
 
 from __future__ import annotations
@@ -101,6 +101,12 @@ class RolloutService:
             self._lock.wait_for(lambda: not self._writing)
             return {MODULE: weights_checksum(self.model.transformer)}
 
+    def reset_stats(self) -> dict[str, int]:
+        """Zero the counters of answered and most-in-flight requests (between measurements)."""
+        with self._lock:
+            self.max_in_flight, self.answered = self.in_flight, 0
+        return self.stats()
+
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {
@@ -144,6 +150,7 @@ def _routes(service: RolloutService) -> dict[tuple[str, str], Callable[[Any], An
             "family": service.family,
         },
         ("GET", "/server_stats"): lambda _: service.stats(),
+        ("POST", "/server_stats/reset"): lambda _: service.reset_stats(),
         ("POST", "/rollout/generate"): service.generate,
         ("POST", "/update_weights_from_disk"): update_from_disk,
         ("POST", "/v1/set_lora"): set_lora,
@@ -184,6 +191,11 @@ def make_server(service: RolloutService, host: str, port: int) -> ThreadingHTTPS
                 answer = route(self._body() if method == "POST" else None)
             except _HttpError as error:
                 self._send(error.status, {"detail": error.detail})
+                return
+            except Exception as error:  # a failure while generating: the client may retry
+                self._send(
+                    HTTPStatus.INTERNAL_SERVER_ERROR, {"detail": f"{type(error).__name__}: {error}"}
+                )
                 return
             if isinstance(answer, bytes):
                 self._reply(HTTPStatus.OK, answer, MSGPACK)
