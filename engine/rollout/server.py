@@ -237,8 +237,7 @@ def serve(model: str, family: str | None, host: str, port: int) -> int:
     chosen = family or ("tiny" if directory is None else _family_of(directory))
     service = RolloutService(load_model(chosen, directory), model, chosen)
     server = make_server(service, host, port)
-    bound_host, bound_port = server.server_address[:2]
-    print(f"serving on http://{bound_host}:{bound_port}", flush=True)
+    print(f"serving on http://{host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
