@@ -1,4 +1,5 @@
-"""The headless command line: ``python -m engine validate | layout | train | sweep``.
+"""The headless command line: ``python -m engine validate | layout | train | sweep |
+serve-rollout``.
 
 Exit codes: 0 success, 2 an invalid recipe or arguments (each problem printed with its field
 and fix), 1 a run that failed, 130 a run stopped by Ctrl-C (resumable: run the same command).
@@ -36,6 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--out", required=True, type=Path, help="the run's folder")
         if name == "sweep":
             _sweep_arguments(sub)
+    serve = commands.add_parser(
+        "serve-rollout", help="serve rollouts over SGLang-D's HTTP protocol (docs/sglang.md)"
+    )
+    serve.add_argument(
+        "--model",
+        "--model-path",
+        dest="model",
+        required=True,
+        help="'tiny' or a local diffusers directory (--model-path as sglang serve names it)",
+    )
+    serve.add_argument("--family", help="model family (default: read from model_index.json)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
+    serve.add_argument("--port", type=int, default=30000, help="port to bind; 0 picks a free one")
     return parser
 
 
@@ -81,6 +95,10 @@ def load_recipe(args: argparse.Namespace) -> Recipe:
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve-rollout":
+        from engine.rollout.server import serve
+
+        return serve(args.model, args.family, args.host, args.port)
     try:
         recipe = load_recipe(args)
     except RecipeError as error:

@@ -1,12 +1,13 @@
 """The training loop: ``run(recipe, sink, should_stop, out_dir=...)``.
 
 Each rollout reads top to bottom: 1 draw prompts, 2 roll out in microgroups (3 scoring each
-microgroup on a worker thread while the next is generated), 4 advantages, 5 update, 6 evaluate
-when due, 7 report, 8 checkpoint when due. Every event goes to ``sink``. ``should_stop`` is asked
-between phases and between requests; it answers None to go on, or the status to end with
-(``cancelled``, ``interrupted``). The loop never raises: it returns, and emits, the ``RunEnded``
-event that says how the run ended. A run whose ``out_dir`` holds a checkpoint resumes from it and
-continues exactly as if it had not stopped.
+microgroup on a worker thread while the next is generated; a backend with ``generate_many`` gets
+every request at once and each result is scored as it arrives), 4 advantages, 5 update and, for
+a server backend, weight sync, 6 evaluate when due, 7 report, 8 checkpoint when due. Every event
+goes to ``sink``. ``should_stop`` is asked between phases and between requests; it answers None
+to go on, or the status to end with (``cancelled``, ``interrupted``). The loop never raises: it
+returns, and emits, the ``RunEnded`` event that says how the run ended. A run whose ``out_dir``
+holds a checkpoint resumes from it and continues exactly as if it had not stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -35,8 +37,10 @@ from engine.recipe import Recipe
 from engine.rewards import Reward, RewardScorer, build_rewards
 from engine.rollout.backend import RolloutBackend
 from engine.rollout.in_process import InProcessBackend
+from engine.rollout.launch import remote_backend
 from engine.rollout.plan import evaluation_requests, rollout_requests
-from engine.rollout.types import RolloutResult
+from engine.rollout.types import RolloutRequest, RolloutResult
+from engine.rollout.weights import save_weights
 from engine.trainer import Replay, Trainer
 from engine.validation import check_paths
 
@@ -49,6 +53,8 @@ Status = Literal["finished", "cancelled", "failed", "interrupted"]
 EVAL_SAMPLES_PER_PROMPT = 2
 #: Replay deviations up to these are a pass / a warning (fp32, same batches: ~1e-7).
 REPLAY_PASS, REPLAY_WARN = 1e-5, 1e-3
+#: Where the weights servers load are written, under the run's folder.
+SYNC_DIR = "rollout-weights"
 
 
 class Stopped(Exception):
@@ -88,10 +94,13 @@ def run(
 ) -> events.RunEnded:
     """Train ``recipe`` to ``run.max_steps`` optimizer steps; see the module docstring."""
     state: _Run | None = None
+    # Holds a colocated rollout server: it stops however the run ends.
+    resources = ExitStack()
     try:
-        state = _setup(recipe, sink, should_stop, Path(out_dir), model_dir, backend)
-        while state.step < recipe.run.max_steps:
-            _iteration(state)
+        with resources:
+            state = _setup(recipe, sink, should_stop, Path(out_dir), model_dir, backend, resources)
+            while state.step < recipe.run.max_steps:
+                _iteration(state)
         return _end(sink, "finished", state.step)
     except Stopped as stop:
         if state is not None:
@@ -112,12 +121,17 @@ def _setup(
     out_dir: Path,
     model_dir: Path | None,
     backend: RolloutBackend | None,
+    resources: ExitStack,
 ) -> _Run:
     problems = recipe.validate() + check_paths(recipe)
     if problems:
         raise RecipeError(problems)
     prompts = load_prompts(recipe.data)
-    model = load_model(recipe.model.family, resolve_model_dir(recipe.model.path, model_dir))
+    directory = resolve_model_dir(recipe.model.path, model_dir)
+    # Servers are checked before the model loads: an unreachable URL fails the run at once.
+    if backend is None and recipe.rollout.backend == "sglang":
+        backend = remote_backend(recipe, directory, out_dir, resources)
+    model = load_model(recipe.model.family, directory)
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
@@ -134,6 +148,8 @@ def _setup(
         torch.set_rng_state(saved.rng["torch"])
         state.step = state.checkpointed = saved.step
         sink(events.LogLine(level="info", message=f"resumed from {folder.name}"))
+    # Servers start from the base weights (or another run's): give them this run's.
+    _sync_weights(state)
     sink(
         events.RunStarted(
             recipe=recipe.to_dict(), layout=layout(recipe).to_dict(), start_step=state.step
@@ -152,19 +168,19 @@ def _iteration(state: _Run) -> None:
     _check(state)
     prompts = draw_prompts(state.prompts.train, plan.rollout_seed, recipe.layout.rollout_batch_size)
 
-    # 2-3. Roll out microgroup by microgroup; each is scored while the next one is generated.
-    results: list[RolloutResult] = []
+    # 2-3. Roll out in microgroups; each is scored while the next ones are generated.
+    requests = rollout_requests(recipe, prompts, rollout_index)
+    arrived: list[RolloutResult] = []
     with RewardScorer(state.reward) as scorer:
-        for request in rollout_requests(recipe, prompts, rollout_index):
-            _check(state)
-            result = state.backend.generate(request)
-            results.append(result)
-            scorer.submit(
-                result.images, [request.prompt] * request.num_outputs, [{}] * request.num_outputs
-            )
+        for result in _generate(state, requests):
+            arrived.append(result)
+            count = result.request.num_outputs
+            scorer.submit(result.images, [result.request.prompt] * count, [{}] * count)
         generated = time.perf_counter()
         scored = scorer.results()
-    scores, components = scored.scores(), scored.components()
+    results, scores, components = _in_request_order(
+        requests, arrived, scored.scores(), scored.components()
+    )
 
     # 4. Advantages inside each prompt group.
     group_size = recipe.layout.n_samples_per_prompt
@@ -201,6 +217,7 @@ def _iteration(state: _Run) -> None:
         )
     state.step += len(metrics)
     trained = time.perf_counter()
+    sync_seconds = _sync_weights(state)
     sink(_health(state.step, replay, advantages.zero_std_groups, prompts))
 
     # 6. Evaluate when due, and at the end.
@@ -216,7 +233,7 @@ def _iteration(state: _Run) -> None:
             rollout_seconds=generated - started,
             reward_seconds=scored.reward_seconds,
             train_seconds=trained - update_started,
-            weight_sync_seconds=0.0,
+            weight_sync_seconds=sync_seconds,
         )
     )
 
@@ -231,6 +248,48 @@ def _check(state: _Run) -> None:
         if status not in ("cancelled", "interrupted"):
             raise ValueError(f"should_stop answered {status!r}: use 'cancelled' or 'interrupted'")
         raise Stopped(status)  # type: ignore[arg-type]
+
+
+def _generate(state: _Run, requests: Sequence[RolloutRequest]) -> Iterator[RolloutResult]:
+    """Every request's result, in completion order when the backend runs them concurrently."""
+    many = getattr(state.backend, "generate_many", None)
+    if many is None:
+        for request in requests:
+            _check(state)
+            yield state.backend.generate(request)
+        return
+    _check(state)
+    for result in many(requests):
+        yield result
+        _check(state)
+
+
+def _in_request_order(
+    requests: Sequence[RolloutRequest],
+    arrived: list[RolloutResult],
+    scores: np.ndarray,
+    components: dict[str, np.ndarray],
+) -> tuple[list[RolloutResult], np.ndarray, dict[str, np.ndarray]]:
+    """Results, scores and components put back in request order (group, then sample), so a
+    rollout's samples keep their places whatever order the servers answered in."""
+    position = {id(request): index for index, request in enumerate(requests)}
+    order = sorted(range(len(arrived)), key=lambda i: position[id(arrived[i].request)])
+    starts = np.cumsum([0] + [len(result.samples) for result in arrived])
+    rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in order])
+    return (
+        [arrived[i] for i in order],
+        scores[rows],
+        {name: values[rows] for name, values in components.items()},
+    )
+
+
+def _sync_weights(state: _Run) -> float:
+    """Load the policy's weights on the rollout servers; seconds taken (0 in process)."""
+    sync = getattr(state.backend, "sync_weights", None)
+    if sync is None:
+        return 0.0
+    seconds: float = sync(save_weights(state.policy, state.out_dir / SYNC_DIR))
+    return seconds
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -341,7 +400,9 @@ def _evaluate(state: _Run) -> None:
     """The held-out prompts as an ODE with fixed seeds, scored by the run's rewards."""
     recipe = state.recipe
     requests = evaluation_requests(recipe, state.prompts.eval, EVAL_SAMPLES_PER_PROMPT)
-    results = [state.backend.generate(request) for request in requests]
+    arrived = list(_generate(state, requests))
+    position = {id(request): index for index, request in enumerate(requests)}
+    results = sorted(arrived, key=lambda result: position[id(result.request)])
     images = np.concatenate([result.images for result in results])
     prompts = [r.request.prompt for r in results for _ in r.samples]
     output = state.reward(images, prompts, [{}] * len(prompts))

@@ -1,9 +1,10 @@
 """The recipe: one serialisable description of a run, nested by concern.
 
-A ``Recipe`` holds a model, data, rewards, layout, sampler, optimiser and run section (names as in
-DESIGN.md section 1). It round-trips through plain dicts, JSON and TOML. Building one from data
-checks only shapes and types (unknown keys, text where a number belongs); ``Recipe.validate()``
-checks the meaning and returns every problem at once. The defaults are the tiny CPU demo.
+A ``Recipe`` holds a model, data, rewards, layout, sampler, optimiser, run and rollout section
+(names as in DESIGN.md section 1). It round-trips through plain dicts, JSON and TOML. Building one
+from data checks only shapes and types (unknown keys, text where a number belongs);
+``Recipe.validate()`` checks the meaning and returns every problem at once. The defaults are the
+tiny CPU demo.
 """
 
 from __future__ import annotations
@@ -136,6 +137,26 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Which backend generates rollouts, and where its servers are (docs/sglang.md)."""
+
+    backend: str = _setting("in_process", "in_process (this process) or sglang (HTTP servers)")
+    server_urls: tuple[str, ...] = _setting(
+        (), "SGLang-D server URLs (external mode), e.g. http://gpu1:30000"
+    )
+    server_concurrency: int = _setting(4, "requests in flight per server")
+    request_timeout: float = _setting(600.0, "seconds to wait for one rollout request")
+    max_retries: int = _setting(3, "retries of a request after a transient failure")
+    launch: str = _setting(
+        "external", "external (server_urls started elsewhere) or colocated (the worker starts one)"
+    )
+    server_command: str = _setting(
+        "sglang serve", "colocated: the command started with --model-path, --host and --port"
+    )
+    startup_timeout: float = _setting(900.0, "colocated: seconds to wait for the server's /health")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole run. Build with ``Recipe.from_dict`` / ``load``; check with ``validate()``."""
 
@@ -150,6 +171,9 @@ class Recipe:
         default_factory=OptimiserConfig, metadata={"doc": "objective and optimizer"}
     )
     run: RunConfig = field(default_factory=RunConfig, metadata={"doc": "length and seeding"})
+    rollout: RolloutConfig = field(
+        default_factory=RolloutConfig, metadata={"doc": "rollout backend and servers"}
+    )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recipe:

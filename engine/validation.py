@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from engine.families import FAMILIES
 from engine.problems import Problem, RecipeError, or_list
@@ -25,6 +26,8 @@ SDE_NOISE_LEVEL_MAX = math.sqrt(2.0)
 SDE_TYPES = ("sde", "cps")
 LORA_TARGETS = ("attn", "attn+mlp", "full")
 SEED_LIMIT = 2**31
+ROLLOUT_BACKENDS = ("in_process", "sglang")
+ROLLOUT_LAUNCHES = ("external", "colocated")
 
 
 def validate(recipe: Recipe) -> list[Problem]:
@@ -37,6 +40,7 @@ def validate(recipe: Recipe) -> list[Problem]:
     _check_sampler(recipe, problems)
     _check_optimiser(recipe, problems)
     _check_run(recipe, problems)
+    _check_rollout(recipe, problems)
     return problems
 
 
@@ -539,3 +543,67 @@ def _check_run(recipe: Recipe, problems: list[Problem]) -> None:
 def _multiples(value: int, step: int) -> str:
     below = value // step * step
     return or_list([v for v in (below, below + step) if v > 0])
+
+
+def _check_rollout(recipe: Recipe, problems: list[Problem]) -> None:
+    rollout = recipe.rollout
+    if rollout.backend not in ROLLOUT_BACKENDS:
+        problems.append(
+            Problem(
+                "rollout.backend",
+                f"backend='{rollout.backend}' is unknown: use {or_list(ROLLOUT_BACKENDS)}",
+            )
+        )
+    if rollout.launch not in ROLLOUT_LAUNCHES:
+        problems.append(
+            Problem(
+                "rollout.launch",
+                f"launch='{rollout.launch}' is unknown: use {or_list(ROLLOUT_LAUNCHES)}",
+            )
+        )
+    for index, url in enumerate(rollout.server_urls):
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            problems.append(
+                Problem(
+                    f"rollout.server_urls[{index}]",
+                    f"server_urls[{index}]='{url}' is not an http(s) URL: "
+                    "write it as http://HOST:PORT",
+                )
+            )
+    if len(set(rollout.server_urls)) != len(rollout.server_urls):
+        problems.append(
+            Problem("rollout.server_urls", "server_urls lists a URL twice: list each once")
+        )
+    if rollout.backend == "sglang":
+        if rollout.launch == "external" and not rollout.server_urls:
+            problems.append(
+                Problem(
+                    "rollout.server_urls",
+                    "backend='sglang' with launch='external' needs server_urls: list the "
+                    "servers, e.g. [\"http://gpu1:30000\"], or set launch='colocated'",
+                )
+            )
+        if rollout.launch == "colocated" and not rollout.server_command.strip():
+            problems.append(
+                Problem(
+                    "rollout.server_command",
+                    "server_command is empty but launch='colocated' starts it: e.g. 'sglang serve'",
+                )
+            )
+    _at_least_one(problems, "rollout", "server_concurrency", rollout.server_concurrency, "e.g. 4")
+    if rollout.max_retries < 0:
+        problems.append(
+            Problem(
+                "rollout.max_retries",
+                f"max_retries={rollout.max_retries} must be 0 (no retry) or more: e.g. 3",
+            )
+        )
+    for name, seconds in (
+        ("request_timeout", rollout.request_timeout),
+        ("startup_timeout", rollout.startup_timeout),
+    ):
+        if not (math.isfinite(seconds) and seconds > 0):
+            problems.append(
+                Problem(f"rollout.{name}", f"{name}={seconds} must be positive seconds: e.g. 600")
+            )

@@ -107,7 +107,7 @@ def test_parsing_reports_every_shape_problem_at_once():
         "data": 'data must be a table of settings, not str "prompts.txt"',
         "extra": (
             "recipe has no setting 'extra': use one of model, data, rewards, layout, sampler, "
-            "optimiser, run"
+            "optimiser, run, rollout"
         ),
     }
     assert str(caught.value).count("\n") == len(problems) - 1

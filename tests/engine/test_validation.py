@@ -311,6 +311,48 @@ INVALID = [
         "rollouts; use 2",
     ),
     ({"eval_every": -1}, "run.eval_every", "eval_every=-1 must be 0 (never) or more"),
+    ({"backend": "vllm"}, "rollout.backend", "backend='vllm' is unknown: use in_process or sglang"),
+    (
+        {"backend": "sglang"},
+        "rollout.server_urls",
+        "backend='sglang' with launch='external' needs server_urls: list the servers, e.g. "
+        "[\"http://gpu1:30000\"], or set launch='colocated'",
+    ),
+    (
+        {"backend": "sglang", "server_urls": ["gpu1:30000"]},
+        "rollout.server_urls[0]",
+        "server_urls[0]='gpu1:30000' is not an http(s) URL: write it as http://HOST:PORT",
+    ),
+    (
+        {"server_urls": ["http://a:1", "http://a:1"]},
+        "rollout.server_urls",
+        "server_urls lists a URL twice: list each once",
+    ),
+    (
+        {"backend": "sglang", "launch": "colocated", "server_command": " "},
+        "rollout.server_command",
+        "server_command is empty but launch='colocated' starts it: e.g. 'sglang serve'",
+    ),
+    (
+        {"launch": "remote"},
+        "rollout.launch",
+        "launch='remote' is unknown: use external or colocated",
+    ),
+    (
+        {"server_concurrency": 0},
+        "rollout.server_concurrency",
+        "server_concurrency=0 must be at least 1: e.g. 4",
+    ),
+    (
+        {"max_retries": -1},
+        "rollout.max_retries",
+        "max_retries=-1 must be 0 (no retry) or more: e.g. 3",
+    ),
+    (
+        {"request_timeout": 0.0},
+        "rollout.request_timeout",
+        "request_timeout=0.0 must be positive seconds: e.g. 600",
+    ),
 ]
 
 
@@ -351,6 +393,8 @@ VALID = [
     {"kl_beta": 0.0, "weight_decay": 0.0},
     {"seed": 0},
     {"seed": 2**31 - 1},
+    {"backend": "sglang", "server_urls": ["http://gpu1:30000", "https://gpu2.example:443/"]},
+    {"backend": "sglang", "launch": "colocated", "max_retries": 0},
 ]
 
 

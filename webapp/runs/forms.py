@@ -19,7 +19,7 @@ from engine.recipe import Recipe, field_docs
 from webapp.runs import services
 
 #: Recipe sections shown as fieldsets, in order; rewards is edited as JSON.
-SECTIONS = ("layout", "sampler", "optimiser", "run", "data", "model")
+SECTIONS = ("layout", "sampler", "optimiser", "run", "data", "model", "rollout")
 #: Settings edited as one prompt per line rather than JSON.
 LINE_LISTS = {"data.prompts", "data.eval_prompts"}
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024

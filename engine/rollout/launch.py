@@ -1,0 +1,60 @@
+"""The rollout backend a recipe asks for (``rollout.backend``, ``rollout.launch``).
+
+``in_process`` generates with the run's model; ``sglang`` talks to servers: the ones
+``server_urls`` names (external), or one the worker starts for the run's model (colocated, stopped
+with the ``ExitStack`` it is entered on). Servers are checked before the caller does any GPU work.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+
+from engine.models.base import FlowModel
+from engine.recipe import Recipe
+from engine.rollout.backend import RolloutBackend
+from engine.rollout.colocated import ColocatedServer
+from engine.rollout.in_process import InProcessBackend
+from engine.rollout.sglang import SGLangBackend
+
+
+def remote_backend(
+    recipe: Recipe, model_dir: Path | None, log_dir: Path, resources: ExitStack
+) -> SGLangBackend:
+    """The client of the recipe's servers, each answering ``/health``; raises
+    ``RolloutServerError`` naming any that does not, or ``ServerStartError`` when a colocated
+    server does not start."""
+    rollout = recipe.rollout
+    urls = list(rollout.server_urls)
+    if rollout.launch == "colocated":
+        server = resources.enter_context(
+            ColocatedServer(
+                rollout.server_command,
+                "tiny" if model_dir is None else str(model_dir),
+                log_path=log_dir / "rollout-server.log",
+                startup_timeout=rollout.startup_timeout,
+            )
+        )
+        urls = [server.url]
+    backend = SGLangBackend(
+        urls,
+        server_concurrency=rollout.server_concurrency,
+        timeout=rollout.request_timeout,
+        max_retries=rollout.max_retries,
+    )
+    backend.check_servers()
+    return backend
+
+
+def build_backend(
+    recipe: Recipe,
+    model: FlowModel,
+    *,
+    model_dir: Path | None = None,
+    log_dir: Path = Path("."),
+    resources: ExitStack,
+) -> RolloutBackend:
+    """The backend ``recipe.rollout`` names; a colocated server lives as long as ``resources``."""
+    if recipe.rollout.backend == "sglang":
+        return remote_backend(recipe, model_dir, log_dir, resources)
+    return InProcessBackend(model)

@@ -1,0 +1,246 @@
+"""The HTTP client of SGLang-D rollout servers (or the compatible ``engine.rollout.server``).
+
+One request per microgroup (``num_outputs_per_prompt`` = M); up to ``server_concurrency``
+requests per live server run at once, each sent to the live server with the fewest outstanding
+requests. Transient failures (connection refused or reset, a 5xx, a timeout) are retried up to
+``max_retries`` times with exponential backoff; a server whose connection fails is taken out of
+the pool for good (it would come back with stale weights) and its requests move to the others,
+so every request is answered exactly once or the rollout fails. Permanent failures (a 4xx, a
+malformed answer) raise ``RolloutServerError`` naming the server, the request and the reason.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+from engine.policy import ADAPTER
+from engine.rollout.protocol import ProtocolError, parse_result, request_payload, unpack
+from engine.rollout.types import RolloutRequest, RolloutResult
+from engine.rollout.weights import MODULE, SavedWeights
+
+
+class RolloutServerError(RuntimeError):
+    """A rollout server failed for good, or none is left; the message says which and why."""
+
+
+class _Transient(Exception):
+    """Worth retrying; ``dead`` when the server itself is gone (its connection failed)."""
+
+    def __init__(self, reason: str, *, dead: bool) -> None:
+        super().__init__(reason)
+        self.dead = dead
+
+
+@dataclass
+class _Server:
+    url: str
+    outstanding: int = 0
+    alive: bool = True
+    #: ``server`` of its ``/model_info``: "groupwise" for the compatible server.
+    kind: str | None = None
+
+
+def describe(request: RolloutRequest) -> str:
+    """A request as an error names it."""
+    return f"group {request.group_index} prompt {request.prompt!r} seeds {list(request.seeds)}"
+
+
+class SGLangBackend:
+    """Rollouts from a pool of servers; ``generate_many`` runs requests concurrently."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        server_concurrency: int = 4,
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+    ) -> None:
+        if not urls:
+            raise ValueError("no server URL: give at least one")
+        self.servers = [_Server(url.rstrip("/")) for url in urls]
+        self.server_concurrency = server_concurrency
+        self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        #: Attempts that failed transiently and were tried again.
+        self.retries = 0
+        self._slots = threading.Condition()
+
+    def check_servers(self, timeout: float = 10.0) -> None:
+        """Ask every server's ``/health`` and ``/model_info``; raise ``RolloutServerError``
+        naming each one that does not answer, before any rollout work starts."""
+        failures = []
+        for server in self.servers:
+            try:
+                self._call(server, "GET", "/health", None, timeout)
+                info = json.loads(self._call(server, "GET", "/model_info", None, timeout))
+                server.kind = info.get("server") if isinstance(info, dict) else None
+            except (_Transient, RolloutServerError, ValueError) as error:
+                failures.append(f"{server.url} ({error})")
+        if failures:
+            raise RolloutServerError(
+                "rollout server(s) unreachable: " + "; ".join(failures)
+                + ": start them or fix rollout.server_urls"
+            )  # fmt: skip
+
+    def generate(self, request: RolloutRequest) -> RolloutResult:
+        """Answer one request (``generate_many`` with one)."""
+        return next(iter(self.generate_many([request])))
+
+    def generate_many(self, requests: Iterable[RolloutRequest]) -> Iterator[RolloutResult]:
+        """Answer every request, yielding each result as it completes (it carries its request).
+
+        Raises ``RolloutServerError`` at the first request that fails for good; the requests
+        not yet sent are dropped.
+        """
+        pending = list(requests)
+        if not pending:
+            return
+        workers = self.server_concurrency * len(self.servers)
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rollout-client")
+        try:
+            running: set[Future[RolloutResult]] = {pool.submit(self._answer, r) for r in pending}
+            while running:
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield future.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def sync_weights(self, saved: SavedWeights) -> float:
+        """Load ``saved`` on every live server and verify it; returns the seconds it took.
+
+        A compatible server must then report the trainer's checksum; a real sglang server
+        names its weights its own way, so there every server must report the same checksum.
+        """
+        started = time.perf_counter()
+        if saved.kind == "lora":
+            path = "/v1/set_lora"
+            body: dict[str, Any] = {"lora_nickname": ADAPTER, "lora_path": str(saved.path)}
+        else:
+            path = "/update_weights_from_disk"
+            body = {"model_path": str(saved.path), "target_modules": [MODULE]}
+        checksums: dict[str, str] = {}
+        for server in self._live():
+            try:
+                self._call(server, "POST", path, body, self.timeout)
+                answer = self._call(server, "POST", "/get_weights_checksum",
+                                    {"module_names": [MODULE]}, self.timeout)  # fmt: skip
+                if server.kind is None:
+                    info = json.loads(self._call(server, "GET", "/model_info", None, 30.0))
+                    server.kind = info.get("server") if isinstance(info, dict) else ""
+            except _Transient as error:
+                raise RolloutServerError(f"{server.url}: weight sync failed: {error}") from None
+            checksum = json.loads(answer).get(MODULE)
+            if server.kind == "groupwise" and checksum != saved.checksum:
+                raise RolloutServerError(
+                    f"{server.url}: after loading {saved.path} its {MODULE} checksum is "
+                    f"{checksum}, the trainer's {saved.checksum}: the load did not take"
+                )
+            checksums[server.url] = checksum
+        if len(set(checksums.values())) > 1:
+            raise RolloutServerError(f"servers disagree on the weights after sync: {checksums}")
+        return time.perf_counter() - started
+
+    def _live(self) -> list[_Server]:
+        live = [server for server in self.servers if server.alive]
+        if not live:
+            raise RolloutServerError(
+                "every rollout server is down: " + ", ".join(s.url for s in self.servers)
+            )
+        return live
+
+    def _answer(self, request: RolloutRequest) -> RolloutResult:
+        attempt = 0
+        while True:
+            server = self._acquire()
+            try:
+                body = self._call(server, "POST", "/rollout/generate",
+                                  request_payload(request), self.timeout)  # fmt: skip
+            except _Transient as error:
+                self._release(server, dead=error.dead)
+                attempt += 1
+                if attempt > self.max_retries:
+                    raise RolloutServerError(
+                        f"{server.url}: {describe(request)} failed {attempt} times, last: {error}"
+                    ) from None
+                with self._slots:
+                    self.retries += 1
+                # A request that lost its server moves on at once; a busy or failing server
+                # gets time to recover.
+                if not error.dead:
+                    time.sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            except RolloutServerError as error:
+                self._release(server, dead=False)
+                raise RolloutServerError(f"{error} ({describe(request)})") from None
+            self._release(server, dead=False)
+            try:
+                return parse_result(unpack(body), request)
+            except ProtocolError as error:
+                raise RolloutServerError(
+                    f"{server.url}: malformed answer to {describe(request)}: {error}"
+                ) from None
+
+    def _acquire(self) -> _Server:
+        """The live server with the fewest outstanding requests, once one has a free slot."""
+        with self._slots:
+            while True:
+                live = self._live()
+                free = [s for s in live if s.outstanding < self.server_concurrency]
+                if free:
+                    chosen = min(free, key=lambda s: s.outstanding)
+                    chosen.outstanding += 1
+                    return chosen
+                self._slots.wait()
+
+    def _release(self, server: _Server, *, dead: bool) -> None:
+        with self._slots:
+            server.outstanding -= 1
+            if dead:
+                server.alive = False
+            self._slots.notify_all()
+
+    def _call(self, server: _Server, method: str, path: str, body: Any, timeout: float) -> bytes:
+        """The body of a 2xx answer; ``_Transient`` for what may pass, ``RolloutServerError``
+        for a 4xx."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {} if data is None else {"Content-Type": "application/json"}
+        call = urllib.request.Request(server.url + path, data, headers, method=method)
+        try:
+            with urllib.request.urlopen(call, timeout=timeout) as response:
+                return response.read()
+        except urllib.error.HTTPError as error:
+            detail = _detail(error)
+            if error.code >= 500:
+                raise _Transient(f"HTTP {error.code} on {path}: {detail}", dead=False) from None
+            raise RolloutServerError(
+                f"{server.url}: HTTP {error.code} on {path}: {detail}"
+            ) from None
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, TimeoutError):
+                raise _Transient(f"no answer to {path} within {timeout} s", dead=False) from None
+            raise _Transient(f"cannot connect: {error.reason}", dead=True) from None
+        except TimeoutError:
+            raise _Transient(f"no answer to {path} within {timeout} s", dead=False) from None
+        except (OSError, http.client.HTTPException) as error:
+            # Reset, refused or cut off mid-answer: the server is gone.
+            raise _Transient(f"connection lost on {path}: {error!r}", dead=True) from None
+
+
+def _detail(error: urllib.error.HTTPError) -> str:
+    try:
+        body = error.read()
+        answer = json.loads(body)
+        return str(answer.get("detail") or answer.get("message") or answer)
+    except (ValueError, AttributeError, OSError):
+        return error.reason if isinstance(error.reason, str) else str(error)

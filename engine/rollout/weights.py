@@ -1,0 +1,97 @@
+"""Weights on disk for rollout servers: what the trainer saves, what a server loads, and the
+checksum both sides compare.
+
+Two kinds, as sglang 0.5.23 loads them (docs/sglang.md): LoRA adapters in diffusers' LoRA
+format (``pytorch_lora_weights.safetensors``, what ``POST /v1/set_lora`` reads), and a full
+transformer as ``<dir>/transformer/*.safetensors`` (what ``POST /update_weights_from_disk``
+with ``target_modules=["transformer"]`` reads). The checksum is sglang's
+``compute_weights_checksum``: SHA-256 over the parameters sorted by name, each name's bytes then
+its tensor's raw bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.policy import ADAPTER, Policy
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+FULL_FILE = "diffusion_pytorch_model.safetensors"
+#: The module sglang updates and checksums; the only one the trainer changes.
+MODULE = "transformer"
+
+
+class SavedWeights(NamedTuple):
+    """A folder a server can load, and how."""
+
+    #: ``lora`` (adapters only) or ``full`` (every transformer weight).
+    kind: Literal["lora", "full"]
+    #: The folder to name in the load request.
+    path: Path
+    #: ``weights_checksum`` of the trainer's transformer after the load.
+    checksum: str
+
+
+def weights_checksum(module: torch.nn.Module) -> str:
+    """SHA-256 hex digest of ``module``'s parameters (sglang's ``compute_weights_checksum``)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.named_parameters(), key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+def save_weights(policy: Policy, folder: Path) -> SavedWeights:
+    """Write what a server needs to match ``policy``: its adapters, or for a full fine-tune
+    the whole transformer (full Qwen-Image weights are ~40 GB: prefer LoRA on real models)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    transformer = policy.model.transformer
+    if policy.full:
+        (folder / MODULE).mkdir(exist_ok=True)
+        state = {k: v.detach().contiguous() for k, v in transformer.state_dict().items()}
+        save_file(state, str(folder / MODULE / FULL_FILE))
+        kind: Literal["lora", "full"] = "full"
+    else:
+        transformer.save_lora_adapter(str(folder), adapter_name=ADAPTER)  # type: ignore[operator]
+        kind = "lora"
+    return SavedWeights(kind, folder, weights_checksum(transformer))
+
+
+def load_full(transformer: torch.nn.Module, folder: Path) -> None:
+    """Copy ``folder/transformer/*.safetensors`` into ``transformer``; every name must match.
+
+    Raises ``ValueError`` naming what is missing or does not fit, before changing anything.
+    """
+    files = sorted((folder / MODULE).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{folder / MODULE} holds no .safetensors file")
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        weights.update(load_file(str(file)))
+    state = transformer.state_dict()
+    missing, extra = sorted(set(state) - set(weights)), sorted(set(weights) - set(state))
+    if missing or extra:
+        raise ValueError(f"weights do not fit the transformer: missing {missing[:3]}, "
+                         f"unexpected {extra[:3]}")  # fmt: skip
+    for name, value in weights.items():
+        if value.shape != state[name].shape:
+            raise ValueError(f"{name} has shape {list(value.shape)}, the transformer "
+                             f"{list(state[name].shape)}")  # fmt: skip
+    transformer.load_state_dict(weights)
+
+
+def load_lora(transformer: torch.nn.Module, folder: Path, nickname: str) -> None:
+    """Load the adapters saved in ``folder`` as ``nickname``, replacing any of that name."""
+    if not (folder / LORA_FILE).is_file():
+        raise ValueError(f"{folder} has no {LORA_FILE}")
+    peft_config = getattr(transformer, "peft_config", None) or {}
+    if nickname in peft_config:
+        transformer.delete_adapters(nickname)  # type: ignore[operator]
+    transformer.load_lora_adapter(  # type: ignore[operator]
+        str(folder), adapter_name=nickname, weight_name=LORA_FILE, prefix=None
+    )

@@ -1,0 +1,46 @@
+"""Colocated mode: the server starts for the run, answers /health, and never outlives the block."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import urllib.request
+
+import pytest
+
+from engine.rollout.colocated import ColocatedServer, ServerStartError
+from engine.rollout.sglang import SGLangBackend
+
+PYTHON = shlex.quote(sys.executable)
+
+
+def test_starts_the_compatible_server_waits_for_health_and_stops_it(tmp_path):
+    server = ColocatedServer(
+        f"{PYTHON} -m engine serve-rollout", "tiny", log_path=tmp_path / "server.log"
+    )
+    assert server.argv[-6:] == ["--model-path", "tiny", "--host", "127.0.0.1", "--port",
+                                str(server.port)]  # fmt: skip
+    with server:
+        with urllib.request.urlopen(server.url + "/health", timeout=30) as answer:
+            assert answer.status == 200
+        SGLangBackend([server.url]).check_servers()
+        process = server.process
+        assert process is not None and process.poll() is None
+    assert process.poll() is not None
+
+
+def test_a_server_that_exits_at_start_up_is_reported_with_its_output(tmp_path):
+    command = f"{PYTHON} -c \"import sys; print('no GPU here'); sys.exit(3)\""
+    server = ColocatedServer(command, "tiny", log_path=tmp_path / "server.log")
+    with pytest.raises(ServerStartError, match=r"exited with code 3 .*\n.*no GPU here"):
+        server.__enter__()
+
+
+def test_a_server_never_healthy_is_stopped_at_the_deadline(tmp_path):
+    command = (
+        f"{PYTHON} -c \"import sys; sys.stdin.read() if False else __import__('time').sleep(600)\""
+    )
+    server = ColocatedServer(command, "tiny", log_path=tmp_path / "server.log", startup_timeout=0.5)
+    with pytest.raises(ServerStartError, match=r"not healthy after 0\.5 s"):
+        server.__enter__()
+    assert server.process is not None and server.process.poll() is not None
