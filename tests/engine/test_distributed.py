@@ -138,7 +138,7 @@ def _rank(context: DistContext) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def two_ranks() -> list[dict[str, Any]]:
-    return launch(2, _rank, timeout=180)
+    return launch(2, _rank, timeout=300)
 
 
 def test_shard_by_hand() -> None:
@@ -147,7 +147,6 @@ def test_shard_by_hand() -> None:
     assert shard(items, 1, 2) == [4, 5, 6, 7]
     assert [shard(items, r, 4) for r in range(4)] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert shard(items, 0, 1) == items
-    assert shard(items, 1, 4) == shard(items, 1, 4)
     with pytest.raises(ValueError, match="8 samples do not split evenly over 3 ranks"):
         shard(items, 0, 3)
     with pytest.raises(ValueError, match=re.escape("rank=2 does not lie in 0..world-1")):
