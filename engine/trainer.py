@@ -10,6 +10,11 @@ deviation, reported as a health check. Samples are cut into tiles of ``micro_bat
 samples x ``micro_batch_size_tstep`` steps, whose gradients accumulate over the
 ``global_batch_size`` samples of each of the ``num_steps_per_rollout`` optimizer steps. Tiles the
 size of the rollout's microgroups replay exactly; other sizes change the DiT's batches.
+
+Data-parallel (``engine.distributed``): with a context, each rank trains on its ``shard`` of every
+optimizer step's samples, its loss the mean over its share; the ranks' gradients are averaged (by
+``average_gradients``, or by FSDP) before clipping, so every rank clips the same global gradient
+and takes the single-process step. Metrics and the replay check are reduced over the ranks.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from typing import NamedTuple
 
 import torch
 
+from engine import distributed
+from engine.distributed import DistContext
 from engine.models.conditioning import Conditioning
 from engine.policy import Policy
 from engine.recipe import Recipe
@@ -61,11 +68,22 @@ class _Tile:
 
 
 class Trainer:
-    """Owns the optimizer; ``train_rollout`` takes the recipe's optimizer steps on one rollout."""
+    """Owns the optimizer; ``train_rollout`` takes the recipe's optimizer steps on one rollout.
 
-    def __init__(self, policy: Policy, recipe: Recipe) -> None:
+    ``context`` is this rank's place in a data-parallel group of ``layout.num_gpus`` ranks; None
+    trains in this process alone, whatever ``num_gpus`` says.
+    """
+
+    def __init__(self, policy: Policy, recipe: Recipe, context: DistContext | None = None) -> None:
+        if context is not None and context.world_size != recipe.layout.num_gpus:
+            raise ValueError(
+                f"layout.num_gpus={recipe.layout.num_gpus} but the process group has "
+                f"{context.world_size} ranks: set num_gpus={context.world_size} or start "
+                f"{recipe.layout.num_gpus} processes"
+            )
         self.policy = policy
         self.recipe = recipe
+        self.context = context
         opt = recipe.optimiser
         self.optimizer = torch.optim.AdamW(
             policy.parameters, lr=opt.lr, weight_decay=opt.weight_decay
@@ -79,14 +97,16 @@ class Trainer:
     ) -> tuple[Replay, list[StepMetrics]]:
         """Recompute the old log-probs, then take ``num_steps_per_rollout`` optimizer steps.
 
-        ``conditionings[j]`` and ``advantages[j]`` ([M]) belong to ``results[j]``.
+        ``conditionings[j]`` and ``advantages[j]`` ([M]) belong to ``results[j]``. Every rank passes
+        the whole rollout and gets the same replay and metrics back.
         """
         layout = self.recipe.layout
         window = len(results[0].request.sde_step_indices)
         order = [(j, row) for j, result in enumerate(results) for row in range(len(result.samples))]
         per_step = len(order) // layout.num_steps_per_rollout
         batches = [
-            order[k * per_step : (k + 1) * per_step] for k in range(layout.num_steps_per_rollout)
+            self._share(order[k * per_step : (k + 1) * per_step])
+            for k in range(layout.num_steps_per_rollout)
         ]
         tiles = [self._tiles(batch, window) for batch in batches]
 
@@ -95,10 +115,9 @@ class Trainer:
             for tile in (t for step_tiles in tiles for t in step_tiles):
                 result = self._log_probs(results, conditionings, tile)
                 for (j, row), values in zip(tile.samples, result.log_probs, strict=True):
-                    old.setdefault((j, row), torch.full((window,), math.nan))[list(tile.steps)] = (
-                        values
-                    )
-        replay = _replay(results, old)
+                    empty = torch.full((window,), math.nan, device=values.device)
+                    old.setdefault((j, row), empty)[list(tile.steps)] = values
+        replay = self._reduce_replay(_replay(results, old))
         metrics = [
             self._optimizer_step(
                 results, conditionings, advantages, step_tiles, old, len(batch) * window
@@ -106,6 +125,18 @@ class Trainer:
             for batch, step_tiles in zip(batches, tiles, strict=True)
         ]
         return replay, metrics
+
+    def _share(self, batch: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """This rank's samples of one optimizer step (all of them without a context)."""
+        if self.context is None:
+            return batch
+        return distributed.shard(batch, self.context.rank, self.context.world_size)
+
+    def _reduce_replay(self, replay: Replay) -> Replay:
+        """The worst deviation over every rank's samples."""
+        (deviation,) = distributed.reduce_floats([replay.max_ratio_deviation], "max", self.context)
+        (finite,) = distributed.reduce_floats([float(replay.finite)], "min", self.context)
+        return Replay(deviation, bool(finite))
 
     def _tiles(self, batch: list[tuple[int, int]], window: int) -> list[_Tile]:
         size, tsteps = (
@@ -152,6 +183,8 @@ class Trainer:
         old: dict[tuple[int, int], torch.Tensor],
         elements: int,
     ) -> StepMetrics:
+        """One optimizer step on this rank's ``tiles``, which hold ``elements`` (sample, step)
+        pairs: the same number on every rank."""
         opt = self.recipe.optimiser
         self.optimizer.zero_grad(set_to_none=True)
         totals = {"loss": 0.0, "policy": 0.0, "kl": 0.0, "clipped": 0.0}
@@ -164,8 +197,9 @@ class Trainer:
             kl_terms = torch.zeros_like(policy_terms)
             if opt.kl_beta > 0:
                 kl_terms = self._kl(results, tile, current)
-            # Sums over the tile, divided by the optimizer step's element count: the
-            # accumulated gradient is that of the mean over the whole step.
+            # Sums over the tile, divided by this rank's element count for the step: the
+            # accumulated gradient is that of the mean over the rank's share, and the ranks'
+            # average (equal shares) that of the mean over the whole step.
             loss = (policy_terms + opt.kl_beta * kl_terms).sum() / elements
             loss.backward()
             totals["loss"] += loss.item()
@@ -173,18 +207,38 @@ class Trainer:
             totals["kl"] += kl_terms.sum().item() / elements
             totals["clipped"] += ((ratio - 1).abs() > opt.clip_range).sum().item()
             ratios.append(ratio.detach().flatten())
+        if self.context is not None and not self.context.fsdp:
+            distributed.average_gradients(self.policy.parameters, self.context)
+        # After the average every rank holds the global gradient (or, under FSDP, its shard of
+        # it, whose norm FSDP's DTensors combine): all ranks clip by the same global norm.
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters, opt.max_grad_norm)
         self.optimizer.step()
         every = torch.cat(ratios)
+        world = 1 if self.context is None else self.context.world_size
+        # Per-rank means averaged over equal shares are the global means; counts are summed.
+        step_loss, policy_loss, kl, clipped, ratio_sum = distributed.reduce_floats(
+            [
+                totals["loss"] / world,
+                totals["policy"] / world,
+                totals["kl"] / world,
+                totals["clipped"],
+                every.sum().item(),
+            ],
+            "sum",
+            self.context,
+        )
+        ratio_min, negative_max = distributed.reduce_floats(
+            [every.min().item(), -every.max().item()], "min", self.context
+        )
         return StepMetrics(
-            loss=totals["loss"],
-            policy_loss=totals["policy"],
-            kl=totals["kl"],
-            clip_fraction=totals["clipped"] / elements,
-            ratio_mean=every.mean().item(),
-            ratio_min=every.min().item(),
-            ratio_max=every.max().item(),
-            grad_norm=float(grad_norm),
+            loss=step_loss,
+            policy_loss=policy_loss,
+            kl=kl,
+            clip_fraction=clipped / (elements * world),
+            ratio_mean=ratio_sum / (every.numel() * world),
+            ratio_min=ratio_min,
+            ratio_max=-negative_max,
+            grad_norm=_scalar(grad_norm),
             lr=self.optimizer.param_groups[0]["lr"],
         )
 
@@ -258,6 +312,12 @@ def _rows(
     positive = stack("positive")
     assert positive is not None
     return Conditioning(positive, stack("negative"))
+
+
+def _scalar(value: torch.Tensor) -> float:
+    """A float from a tensor that may be an FSDP DTensor (a norm over every rank's shard)."""
+    full = getattr(value, "full_tensor", None)
+    return float(full() if full is not None else value)
 
 
 def _replay(results: Sequence[RolloutResult], old: dict[tuple[int, int], torch.Tensor]) -> Replay:

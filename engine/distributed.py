@@ -1,0 +1,339 @@
+"""Data-parallel training through ``torch.distributed``: the process group, the split of a
+rollout's samples over ranks, the gradient and metric all-reduces, FSDP, and a launcher.
+
+Every rank holds the whole rollout and trains on its ``shard`` of each optimizer step's samples
+(``global_batch_size / num_gpus`` of them, DESIGN.md section 1). A rank's loss is the mean over its
+own share; the average of the ranks' gradients is then the gradient of the mean over the whole
+step, the single-process gradient, because every rank holds the same number of elements.
+
+Ranks find each other through the standard variables that ``torchrun`` sets (``RANK``,
+``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``); ``launch`` sets them itself to
+start a group on one machine. Without ``WORLD_SIZE`` there is no group: one process, no context.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import ProcessException
+
+if TYPE_CHECKING:
+    # Only for the annotation: a rank that never builds a policy need not import the models.
+    from engine.policy import Policy
+
+T = TypeVar("T")
+Op = Literal["sum", "min", "max"]
+_OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
+#: The environment variables a rank reads; ``torchrun`` and ``launch`` set all of them.
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in a data-parallel group."""
+
+    #: This process's rank, 0 .. world_size - 1.
+    rank: int
+    #: The number of ranks (the recipe's ``num_gpus``).
+    world_size: int
+    #: The rank on this host: the index of its GPU.
+    local_rank: int
+    #: ``nccl`` (CUDA tensors) or ``gloo`` (CPU tensors).
+    backend: str
+    #: Whether FSDP shards the trainable module and reduces its gradients (``shard_policy``).
+    fsdp: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one that writes events and checkpoints."""
+        return self.rank == 0
+
+    @property
+    def device(self) -> torch.device:
+        """Where this rank's tensors, and the collectives' buffers, live."""
+        return (
+            torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
+        )
+
+
+def backend_for(cuda: bool) -> str:
+    """``nccl`` between GPUs, ``gloo`` on CPU."""
+    return "nccl" if cuda else "gloo"
+
+
+def context_from_env(environ: Mapping[str, str] = os.environ) -> DistContext | None:
+    """The context the environment describes, or None when ``WORLD_SIZE`` is unset.
+
+    Raises ``ValueError`` naming the variable that is missing or wrong.
+    """
+    if "WORLD_SIZE" not in environ:
+        return None
+    missing = [name for name in ENV_VARS if name not in environ and name != "LOCAL_RANK"]
+    if missing:
+        raise ValueError(
+            f"WORLD_SIZE is set but {', '.join(missing)} is not: launch with torchrun or "
+            "engine.distributed.launch, which set them all"
+        )
+    numbers = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        text = environ.get(name, environ["RANK"])
+        if not text.isdigit():
+            raise ValueError(f"{name}={text!r} is not a whole number")
+        numbers[name] = int(text)
+    if not (numbers["WORLD_SIZE"] >= 1 and numbers["RANK"] < numbers["WORLD_SIZE"]):
+        raise ValueError(
+            f"RANK={numbers['RANK']} does not lie in 0..WORLD_SIZE-1 "
+            f"(WORLD_SIZE={numbers['WORLD_SIZE']})"
+        )
+    return DistContext(
+        rank=numbers["RANK"],
+        world_size=numbers["WORLD_SIZE"],
+        local_rank=numbers["LOCAL_RANK"],
+        backend=backend_for(torch.cuda.is_available()),
+    )
+
+
+def init(timeout: timedelta = timedelta(minutes=10)) -> DistContext | None:
+    """Join the process group the environment describes; None (and nothing done) without one.
+
+    A collective that waits longer than ``timeout`` for a rank fails instead of hanging.
+    """
+    context = context_from_env()
+    if context is None:
+        return None
+    if context.backend == "nccl":
+        torch.cuda.set_device(context.local_rank)
+    dist.init_process_group(
+        context.backend,
+        rank=context.rank,
+        world_size=context.world_size,
+        timeout=timeout,
+    )
+    return context
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """Rank ``rank``'s contiguous share of ``items``: the same on every call and every rank.
+
+    Contiguous keeps a microgroup's samples together, so tiles the size of the rollout's
+    microgroups stay exact replays. Raises ``ValueError`` when ``world`` does not divide them.
+    """
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"rank={rank} does not lie in 0..world-1 (world={world})")
+    if len(items) % world:
+        raise ValueError(
+            f"{len(items)} samples do not split evenly over {world} ranks: global_batch_size "
+            "must be a multiple of num_gpus"
+        )
+    size = len(items) // world
+    return list(items[rank * size : (rank + 1) * size])
+
+
+def average_gradients(parameters: Iterable[torch.Tensor], context: DistContext | None) -> None:
+    """Replace every parameter's gradient by its mean over the ranks (one collective).
+
+    With equal shares and each rank's loss a mean over its share, the mean of the ranks'
+    gradients is the gradient of the mean over all samples. Parameters without a gradient are
+    left alone, as the optimizer leaves them: every rank runs the same code on the same model, so
+    they are the same on every rank. Does nothing without a context.
+    """
+    if context is None:
+        return
+    grads = [param.grad for param in parameters if param.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([grad.reshape(-1) for grad in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    # Division by the world size: exact for the power-of-two sizes GPUs come in.
+    flat /= context.world_size
+    offset = 0
+    for grad in grads:
+        grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+        offset += grad.numel()
+
+
+def reduce_floats(values: Sequence[float], op: Op, context: DistContext | None) -> list[float]:
+    """``values`` reduced element-wise over the ranks; every rank gets the same numbers.
+
+    float64 so that sums of metrics do not lose digits. Returns them unchanged without a context.
+    """
+    if context is None:
+        return list(values)
+    tensor = torch.tensor(list(values), dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor, op=_OPS[op])
+    return [float(value) for value in tensor.tolist()]
+
+
+def barrier(context: DistContext | None) -> None:
+    """Wait for every rank (e.g. until rank 0 has written a checkpoint the others read)."""
+    if context is not None:
+        dist.barrier()
+
+
+def rank_zero_only(context: DistContext | None, action: Callable[..., None]) -> Callable[..., None]:
+    """``action`` on rank 0 (or without a context), a no-op elsewhere: for event sinks and
+    checkpoint writers, so a run's side effects happen once."""
+    if context is None or context.is_main:
+        return action
+
+    def skip(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    return skip
+
+
+def shard_policy(policy: Policy, context: DistContext) -> DistContext:
+    """Shard the policy's transformer with FSDP (``fully_shard``) when the group runs on CUDA.
+
+    Each block of the transformer, then the transformer itself, becomes an FSDP unit: weights,
+    gradients and optimizer state are split over the ranks, and FSDP's reduce-scatter averages
+    the gradients, so the trainer skips ``average_gradients``. Call it after the model is on
+    this rank's GPU and before the ``Trainer`` (its optimizer must see the sharded parameters).
+    Returns the context with ``fsdp`` set; on CPU (gloo) it changes nothing. Not exercised on
+    this project's CPU test machines: see docs/engine.md.
+    """
+    if context.backend != "nccl":
+        return context
+    from torch.distributed.fsdp import fully_shard
+
+    transformer = policy.model.transformer
+    for block in _blocks(transformer):
+        fully_shard(block)
+    fully_shard(transformer)
+    policy.parameters = [p for p in transformer.parameters() if p.requires_grad]
+    return replace(context, fsdp=True)
+
+
+def _blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of a diffusers DiT (``transformer_blocks``, FLUX's
+    ``single_transformer_blocks``): the natural FSDP units."""
+    return [
+        block
+        for name, child in module.named_children()
+        if name.endswith("blocks") and isinstance(child, torch.nn.ModuleList)
+        for block in child
+    ]
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RankFailed(RuntimeError):
+    """A rank of ``launch`` raised or died; the message holds its traceback or exit status."""
+
+
+def launch(nproc: int, target: Callable[..., T], *args: Any, timeout: float = 600.0) -> list[T]:
+    """Run ``target(context, *args)`` in ``nproc`` new processes forming a group on loopback.
+
+    Returns each rank's return value, by rank. ``target`` must be a module-level function and its
+    arguments and result picklable. When a rank fails, the others are stopped and ``RankFailed``
+    names it with its traceback; when the group is not done after ``timeout`` seconds every rank
+    is stopped and ``TimeoutError`` is raised: a stuck collective never hangs the caller.
+    """
+    if nproc < 1:
+        raise ValueError(f"nproc={nproc}: start at least one process")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="groupwise-ranks-") as folder:
+        group = mp.start_processes(
+            _rank_main,
+            args=(nproc, port, folder, target, args),
+            nprocs=nproc,
+            join=False,
+            start_method="spawn",
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            while not group.join(timeout=max(deadline - time.monotonic(), 0.0), grace_period=2):
+                if time.monotonic() >= deadline:
+                    running = [i for i, p in enumerate(group.processes) if p.is_alive()]
+                    _stop(group.processes)
+                    raise TimeoutError(
+                        f"ranks {running} of {nproc} were still running after {timeout:g} s: "
+                        "a rank is stuck (in a collective another rank never reached?)"
+                    )
+        except ProcessException as error:
+            raise RankFailed(_failure_report(Path(folder), nproc, error)) from error
+        return [
+            torch.load(Path(folder) / f"rank{rank}.pt", weights_only=False) for rank in range(nproc)
+        ]
+
+
+def _rank_main(
+    rank: int,
+    world: int,
+    port: int,
+    folder: str,
+    target: Callable[..., Any],
+    args: tuple[Any, ...],
+) -> None:
+    """One rank of ``launch``: join the group, run the target, keep its result for the parent."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        # As torchrun does: ranks sharing a host's cores would otherwise each start a thread per
+        # core and slow one another down.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    context = init()
+    assert context is not None
+    try:
+        result = target(context, *args)
+    except BaseException:
+        # Stamped before this rank's sockets close: the ranks this failure then breaks (a peer
+        # waiting in a collective) fail later, so the earliest stamp is the cause.
+        report = {"time": time.time(), "traceback": traceback.format_exc()}
+        (Path(folder) / f"rank{rank}.error").write_text(json.dumps(report))
+        raise
+    shutdown()
+    torch.save(result, Path(folder) / f"rank{rank}.pt")
+
+
+def _failure_report(folder: Path, nproc: int, error: ProcessException) -> str:
+    """Which rank failed first, with its traceback, and which failed after it."""
+    failures = sorted(
+        (
+            (json.loads(path.read_text()), int(path.stem.removeprefix("rank")))
+            for path in folder.glob("rank*.error")
+        ),
+        key=lambda failure: failure[0]["time"],
+    )
+    if not failures:
+        return f"rank {error.error_index} of {nproc} failed: {error}"
+    (first, rank), later = failures[0], [rank for _report, rank in failures[1:]]
+    then = f"\n(ranks {later} failed after it)" if later else ""
+    return f"rank {rank} of {nproc} failed first:\n{first['traceback']}{then}"
+
+
+def _stop(processes: Sequence[Any]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+    for process in processes:
+        process.join()
