@@ -27,6 +27,7 @@ import torch
 from engine import events
 from engine.advantages import group_advantages
 from engine.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
+from engine.health import phase_seconds, rollout_health
 from engine.layout import Layout, layout
 from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
@@ -41,7 +42,7 @@ from engine.rollout.launch import remote_backend
 from engine.rollout.plan import evaluation_requests, rollout_requests
 from engine.rollout.types import RolloutRequest, RolloutResult
 from engine.rollout.weights import save_weights
-from engine.trainer import Replay, Trainer
+from engine.trainer import Trainer
 from engine.validation import check_paths
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ StopCheck = Callable[[], str | None]
 Status = Literal["finished", "cancelled", "failed", "interrupted"]
 #: Evaluation samples per held-out prompt (fixed seeds, ODE).
 EVAL_SAMPLES_PER_PROMPT = 2
-#: Replay deviations up to these are a pass / a warning (fp32, same batches: ~1e-7).
-REPLAY_PASS, REPLAY_WARN = 1e-5, 1e-3
 #: Where the weights servers load are written, under the run's folder.
 SYNC_DIR = "rollout-weights"
 
@@ -218,7 +217,25 @@ def _iteration(state: _Run) -> None:
     state.step += len(metrics)
     trained = time.perf_counter()
     sync_seconds = _sync_weights(state)
-    sink(_health(state.step, replay, advantages.zero_std_groups, prompts))
+    # Health: the checks that need no extra work (docs/health-checks.md).
+    sink(
+        rollout_health(
+            state.step,
+            results=results,
+            rewards=rewards,
+            zero_std_groups=advantages.zero_std_groups,
+            replay=replay,
+            phase_seconds=phase_seconds(
+                results,
+                reward=scored.reward_seconds,
+                train=trained - update_started,
+                weight_sync=sync_seconds,
+            ),
+            prompts=prompts,
+            sde_window_size=recipe.sampler.sde_window_size,
+            reward_names=[spec.name for spec in recipe.rewards],
+        )
+    )
 
     # 6. Evaluate when due, and at the end.
     if _due(state.step, recipe.run.eval_every, recipe.run.max_steps):
@@ -354,44 +371,6 @@ def _rollout_event(
         groups=tuple(
             events.PromptGroup(group_index=g, prompt=prompts[g], samples=tuple(samples))
             for g, samples in sorted(samples_by_group.items())
-        ),
-    )
-
-
-def _health(
-    step: int, replay: Replay, zero_std_groups: tuple[int, ...], prompts: list[str]
-) -> events.Health:
-    deviation = replay.max_ratio_deviation
-    replay_status = (
-        "fail"
-        if not replay.finite or deviation > REPLAY_WARN
-        else "warn"
-        if deviation > REPLAY_PASS
-        else "pass"
-    )
-    zero_status = "warn" if zero_std_groups else "pass"
-    zero_message = (
-        f"{len(zero_std_groups)} group(s) with equal rewards carry no signal: "
-        + "; ".join(prompts[g] for g in zero_std_groups[:5])
-        if zero_std_groups
-        else "every group's rewards differ"
-    )
-    return events.Health(
-        step=step,
-        checks=(
-            events.HealthCheck(
-                name="replay",
-                status=replay_status,  # type: ignore[arg-type]
-                message=f"max |ratio - 1| of the recomputed old log-probs: {deviation:.2e}"
-                + ("" if replay.finite else " (non-finite log-probs)"),
-                value=deviation,
-            ),
-            events.HealthCheck(
-                name="zero_std_groups",
-                status=zero_status,  # type: ignore[arg-type]
-                message=zero_message,
-                value=float(len(zero_std_groups)),
-            ),
         ),
     )
 

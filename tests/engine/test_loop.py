@@ -107,6 +107,19 @@ def test_every_rollout_reports_health_and_throughput(tmp_path: Path) -> None:
     (health, _second) = seen.of(events.Health)
     replay = next(c for c in health.checks if c.name == "replay")
     assert replay.status == "pass" and replay.value is not None and replay.value < 1e-5
+    checks = {c.name: c.status for c in health.checks}
+    assert set(checks) == {
+        "log_probs_finite",
+        "log_probs_shape",
+        "distinct_seeds",
+        "distinct_samples",
+        "replay",
+        "zero_std_groups",
+        "group_reward_std",
+        "phase_shares",
+    }
+    for name in ("log_probs_finite", "log_probs_shape", "distinct_seeds", "distinct_samples"):
+        assert checks[name] == "pass", health
     for throughput in seen.of(events.Throughput):
         assert throughput.images_per_second > 0 and throughput.rollout_seconds > 0
 
