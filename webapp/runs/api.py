@@ -14,7 +14,7 @@ from typing import Any
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,6 +23,7 @@ from engine.presets import PRESETS
 from engine.problems import RecipeError
 from webapp.runs import services
 from webapp.runs.models import Event, Run
+from webapp.runs.quota import RateLimited
 from webapp.runs.serializers import (
     CloneSerializer,
     EventSerializer,
@@ -90,12 +91,15 @@ class RunViewSet(
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        run = services.create_run(
-            request.user,
-            body.validated_data["name"],
-            body.validated_data["built"],
-            preset=body.validated_data.get("preset") or "",
-        )
+        try:
+            run = services.create_run(
+                request.user,
+                body.validated_data["name"],
+                body.validated_data["built"],
+                preset=body.validated_data.get("preset") or "",
+            )
+        except RateLimited as error:
+            raise _too_many(error) from None
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunSerializer})
@@ -122,6 +126,8 @@ class RunViewSet(
             )
         except RecipeError as error:
             raise ValidationError(problems_as_errors(error)) from None
+        except RateLimited as error:
+            raise _too_many(error) from None
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -185,6 +191,11 @@ class RunViewSet(
         except services.TransitionError as error:
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data)
+
+
+def _too_many(error: RateLimited) -> Throttled:
+    """429 with ``Retry-After`` (DRF sets the header from ``wait``) and the limit explained."""
+    return Throttled(wait=error.retry_after, detail=str(error))
 
 
 def run_metrics(run: Run) -> dict[str, Any]:
