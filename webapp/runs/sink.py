@@ -6,6 +6,11 @@ order they were emitted. Each stored event gets the run's next sequence number. 
 rows are committed is the browser told (Redis group push when ``REDIS_URL`` is set; otherwise
 live pages follow the event table). A failure to store is raised to the loop at its next event or
 at ``close()``: a run whose record is broken must stop, not train on unrecorded.
+
+An event is stored whole or not at all: its rows share one transaction, and when an image cannot
+be written (disk full, media folder unwritable) the images already written for it are removed,
+so no row points at a missing file and no file is left that no row names. Events stored before
+stay as they were, and later ones (the loop's error report, run ended) take the next number.
 """
 
 from __future__ import annotations
@@ -35,6 +40,11 @@ from engine.events import (
 from webapp.runs import models
 
 logger = logging.getLogger(__name__)
+
+
+class MediaWriteError(OSError):
+    """An image could not be written under MEDIA_ROOT; the message names the folder and why."""
+
 
 THUMBNAIL_PIXELS = 160
 #: Events whose records a resume re-creates, and so supersedes.
@@ -66,6 +76,8 @@ class RunSink:
         self._next_seq = (last or 0) + 1
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"run-{run.pk}-sink")
         self._pending: list[Future[None]] = []
+        #: Files written for the event being stored, removed again if storing it fails.
+        self._written: list[Path] = []
 
     def __call__(self, event: Event) -> None:
         self._raise_failures()
@@ -93,6 +105,25 @@ class RunSink:
         """Store the event; return it as sockets send it, and the run's state after it."""
         payload = event.to_dict(encode_image=lambda _image: None)
         seq = self._next_seq
+        self._written = []
+        try:
+            run = self._store_rows(event, payload, seq)
+        except BaseException:
+            for path in self._written:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            self._written = []
+        self._next_seq += 1
+        return {
+            "seq": seq,
+            "type": event.type,
+            "step": payload.get("step"),
+            "payload": payload,
+        }, run
+
+    def _store_rows(self, event: Event, payload: dict[str, Any], seq: int) -> dict[str, Any]:
+        """The event's rows (and images) in one transaction; the run's state after it."""
         with transaction.atomic():
             if isinstance(event, RunStarted):
                 self._supersede_after(event.start_step)
@@ -114,14 +145,7 @@ class RunSink:
                 payload=payload,
                 time=datetime.fromtimestamp(event.time, tz=UTC),
             )
-            run = dict(models.Run.objects.values(*RUN_STATE).get(pk=self.run_id))
-        self._next_seq += 1
-        return {
-            "seq": seq,
-            "type": event.type,
-            "step": payload.get("step"),
-            "payload": payload,
-        }, run
+            return dict(models.Run.objects.values(*RUN_STATE).get(pk=self.run_id))
 
     def _supersede_after(self, start_step: int) -> None:
         """A resume from ``start_step`` re-runs what was recorded after that checkpoint."""
@@ -179,15 +203,32 @@ class RunSink:
             data["thumbnail"] = settings.MEDIA_URL + thumbnail
 
     def _write_image(self, pixels: np.ndarray, stem: str) -> tuple[str, str]:
-        """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT."""
+        """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT.
+
+        Raises ``MediaWriteError`` naming MEDIA_ROOT and the system's reason (ENOSPC, EACCES, a
+        file where a folder should be) when either cannot be written.
+        """
         root = Path(settings.MEDIA_ROOT)
         image_path, thumb_path = f"{stem}.png", f"{stem}.thumb.png"
-        (root / image_path).parent.mkdir(parents=True, exist_ok=True)
         picture = Image.fromarray(pixels)
-        picture.save(root / image_path, optimize=False)
-        picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-        picture.save(root / thumb_path, optimize=False)
+        try:
+            (root / image_path).parent.mkdir(parents=True, exist_ok=True)
+            self._save(picture, root / image_path)
+            picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+            self._save(picture, root / thumb_path)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise MediaWriteError(
+                f"cannot write media under MEDIA_ROOT={root}: {reason}"
+            ) from error
         return image_path, thumb_path
+
+    def _save(self, picture: Image.Image, path: Path) -> None:
+        # Listed before writing, as a failed write can leave a partial file. A file that exists
+        # already (a resumed run re-writing a step) belongs to older rows and is never removed.
+        if not path.exists():
+            self._written.append(path)
+        picture.save(path, optimize=False)
 
     def _notify(self, record: dict[str, Any], run: dict[str, Any]) -> None:
         if not settings.REDIS_URL:
