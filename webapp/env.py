@@ -210,8 +210,10 @@ def database_from_url(name: str, default: str, *, base: Path) -> dict[str, Any]:
         "HOST": parts.hostname or "",
         "PORT": str(port or ""),
         "OPTIONS": dict(parse_qsl(parts.query)),
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
+        # A connection per request, as Django advises under ASGI: each request's sync code runs
+        # in a thread of its own, and persistent connections left in those threads piled up past
+        # PostgreSQL's max_connections under bench/load.py ("too many clients already").
+        "CONN_MAX_AGE": 0,
     }
 
 

@@ -152,7 +152,10 @@ CHANNEL_LAYERS: dict[str, Any] = (
     {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A consumer waits for messages with a 5 s blocking pop; redis-py 8's default 5 s
+            # socket timeout cut those waits off and closed idle dashboard sockets
+            # (channels_redis issue 422). Longer than the pop, still bounded for a dead Redis.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
     if REDIS_URL
