@@ -1,13 +1,14 @@
 """Scale-out: two worker processes on Redis take two runs at once, and each run is claimed once.
 
-Both runs' tasks are sent twice, all four messages at once, to two idle solo workers on the
-``gpu`` queue: the two runs train side by side on different workers, and the duplicates find
-their run taken and do nothing (the claim is a conditional update, queued -> running).
+Both runs' tasks are sent twice to two solo workers on the ``gpu`` queue: the two runs train
+side by side on different workers, and the duplicates find their run taken and do nothing (the
+claim is a conditional update, queued -> running).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from webapp.runs.models import Event, Run
 
 pytestmark = [pytest.mark.production, pytest.mark.django_db(transaction=True)]
 
-#: The smallest run that still trains: 1 prompt x 2 samples, 2 optimizer steps.
+#: A small run that still trains: 1 prompt x 2 samples, 2 optimizer steps.
 TINY = {
     "rollout_batch_size": 1,
     "n_samples_per_prompt": 2,
@@ -65,9 +66,17 @@ def test_two_workers_take_two_runs_at_once_each_claimed_once(
     ):
         worker_a.wait_ready()
         worker_b.wait_ready()
-        messages = [
+        # The first run's task goes out alone; once a worker has claimed it, that worker is
+        # busy (a solo worker takes nothing new while a task runs), so the second run's task
+        # must go to the other, idle worker. Both duplicates follow and wait their turn.
+        messages = [app.send_task("runs.train_run", args=[first.pk], queue="gpu")]
+        deadline = time.monotonic() + 300
+        while not Run.objects.filter(pk=first.pk, status=Run.Status.RUNNING).exists():
+            assert time.monotonic() < deadline, worker_a.log() + worker_b.log()
+            time.sleep(0.05)
+        messages += [
             app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-            for run in (first, second, first, second)
+            for run in (second, first, second)
         ]
         answers = [message.get(timeout=600) for message in messages]
         logs = worker_a.log() + worker_b.log()
