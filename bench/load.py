@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -270,6 +271,8 @@ def run_profile(args: Any) -> str:
         except subprocess.TimeoutExpired:
             server.kill()
         drop_database(database)
+    # Kept when anything failed: serve.log there says why.
+    shutil.rmtree(var_dir, ignore_errors=True)
     api50, api95 = percentiles(api.latencies_ms)
     ws50, ws95 = percentiles(sockets.latencies_ms)
     for problem in api.first_errors + sockets.first_errors:
