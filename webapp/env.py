@@ -8,6 +8,7 @@ Each helper returns the embedded default when the variable is unset or empty, an
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -101,6 +102,70 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     return value
 
 
+#: The production rule for signing keys; Django's own deploy check (security.W009) asks the same.
+MIN_SECRET_KEY_LENGTH = 50
+
+
+def env_secret_key(name: str, development_key: str, *, production: bool) -> str:
+    """The signing key: ``development_key`` when unset, except in production, which needs its own.
+
+    In production an unset variable, the development key or a short key (fewer than 50
+    characters or fewer than 5 distinct ones) is an ``ImproperlyConfigured`` naming ``name``.
+    """
+    value = _raw(name)
+    if not production:
+        return development_key if value is None else value
+    advice = "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(50))'`"
+    if value is None or value == development_key:
+        raise ImproperlyConfigured(
+            f"{name} is {'not set' if value is None else 'the built-in development key'} but "
+            f"GROUPWISE_PRODUCTION=1 needs a long random {name}: set it, {advice}."
+        )
+    if len(value) < MIN_SECRET_KEY_LENGTH or len(set(value)) < 5:
+        raise ImproperlyConfigured(
+            f"{name} has {len(value)} characters ({len(set(value))} distinct): production needs "
+            f"at least {MIN_SECRET_KEY_LENGTH} random characters, {advice}."
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Rate:
+    """At most ``count`` events per ``seconds``; ``text`` is the value as written."""
+
+    count: int
+    seconds: int
+    text: str
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def env_rate(name: str, default: str) -> Rate | None:
+    """The variable as ``N/period`` (period: second, minute, hour, day, or ``<n>s``), or
+    ``default``; ``off`` (or ``0``) means no limit and gives ``None``."""
+    value = _raw(name) or default
+    if value.lower() in ("off", "0", "none"):
+        return None
+    count_text, _, period = value.partition("/")
+    period = period.strip().lower()
+    try:
+        count = int(count_text)
+        seconds = (
+            int(period[:-1]) if period.endswith("s") and period[:-1].isdigit() else _PERIODS[period]
+        )
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate: use N/period, e.g. 20/hour, 5/minute, 100/3600s "
+            "or off."
+        ) from None
+    if count < 1 or seconds < 1:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} must allow at least 1 per period of at least 1 s, or be off."
+        )
+    return Rate(count, seconds, value)
+
+
 def database_from_url(name: str, default: str, *, base: Path) -> dict[str, Any]:
     """Django's ``DATABASES['default']`` from a URL in the variable ``name``.
 
@@ -145,8 +210,10 @@ def database_from_url(name: str, default: str, *, base: Path) -> dict[str, Any]:
         "HOST": parts.hostname or "",
         "PORT": str(port or ""),
         "OPTIONS": dict(parse_qsl(parts.query)),
-        "CONN_MAX_AGE": 60,
-        "CONN_HEALTH_CHECKS": True,
+        # A connection per request, as Django advises under ASGI: each request's sync code runs
+        # in a thread of its own, and persistent connections left in those threads piled up past
+        # PostgreSQL's max_connections under bench/load.py ("too many clients already").
+        "CONN_MAX_AGE": 0,
     }
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
+
 from webapp.env import (
     database_from_url,
     env_bool,
@@ -19,6 +21,8 @@ from webapp.env import (
     env_int,
     env_list,
     env_path,
+    env_rate,
+    env_secret_key,
     env_str,
     env_url,
 )
@@ -28,11 +32,35 @@ VAR_DIR = env_path("GROUPWISE_VAR_DIR", None, base=BASE_DIR) or BASE_DIR / "var"
 # The embedded defaults keep their files here: SQLite databases, broker, media, static files.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
+# Production means GROUPWISE_PRODUCTION=1: the site is reachable by others over HTTPS. It then
+# needs its own SECRET_KEY, refuses DEBUG, and the transport settings below default to secure
+# (`manage.py check --deploy` is clean). Off, the embedded defaults serve plain HTTP on loopback.
+PRODUCTION = env_bool("GROUPWISE_PRODUCTION", False)
 DEV_SECRET_KEY = "groupwise-development-key-do-not-use-in-production"
-SECRET_KEY = env_str("SECRET_KEY", DEV_SECRET_KEY)
+SECRET_KEY = env_secret_key("SECRET_KEY", DEV_SECRET_KEY, production=PRODUCTION)
 DEBUG = env_bool("DEBUG", False)
+if PRODUCTION and DEBUG:
+    raise ImproperlyConfigured(
+        "DEBUG=1 with GROUPWISE_PRODUCTION=1 would show tracebacks and settings to visitors: "
+        "unset DEBUG."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+# Cookies only over HTTPS, HTTP redirected to HTTPS (except /healthz, which load balancers probe
+# over plain HTTP), and HSTS: browsers then refuse plain HTTP to this host for a year.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 86400 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
+# Behind a TLS-terminating proxy the app sees plain HTTP; trust the proxy's X-Forwarded-Proto
+# only when told to (a client could send the header itself when no proxy strips it).
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("GROUPWISE_BEHIND_HTTPS_PROXY", False) else None
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -113,6 +141,9 @@ WHITENOISE_USE_FINDERS = True
 
 MEDIA_URL = "media/"
 MEDIA_ROOT = env_path("MEDIA_ROOT", None, base=BASE_DIR) or VAR_DIR / "media"
+# Prompt uploads larger than this are refused. The reverse proxy should cap request bodies too
+# (docs/deploy.md): Django's ASGI handler reads a body whole before any view can look at it.
+GROUPWISE_MAX_UPLOAD_BYTES = env_int("GROUPWISE_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1)
 
 # Channels: Redis when REDIS_URL is set (group push across processes); otherwise an in-process
 # layer, and live pages follow the event table instead of group messages.
@@ -121,7 +152,10 @@ CHANNEL_LAYERS: dict[str, Any] = (
     {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # A consumer waits for messages with a 5 s blocking pop; redis-py 8's default 5 s
+            # socket timeout cut those waits off and closed idle dashboard sockets
+            # (channels_redis issue 422). Longer than the pop, still bounded for a dead Redis.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
         }
     }
     if REDIS_URL
@@ -205,6 +239,22 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "groupwise@localhost")
+# Directories a run submitted from the web may name (data.dataset, model.path, rewards[].path):
+# anything else on the worker's disk is refused, so a user cannot read it in as prompts or weights.
+# Relative paths in a recipe resolve against the checkout (the worker's working directory).
+GROUPWISE_DATA_ROOTS = [
+    (BASE_DIR / p).resolve()
+    for p in env_list(
+        "GROUPWISE_DATA_ROOTS",
+        [
+            str(BASE_DIR / "dataset"),
+            str(VAR_DIR / "data"),
+            *([str(GROUPWISE_MODEL_DIR)] if GROUPWISE_MODEL_DIR else []),
+        ],
+    )
+]
+# Runs one user may create (new, API, clone) per period: N/second|minute|hour|day, or off.
+GROUPWISE_RUN_CREATE_LIMIT = env_rate("GROUPWISE_RUN_CREATE_LIMIT", "60/hour")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

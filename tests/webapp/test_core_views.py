@@ -1,4 +1,4 @@
-"""Login everywhere but /healthz and the login page; the health report; media; worker ping."""
+"""Login, the health report, media and worker ping (access by persona: test_personas.py)."""
 
 from __future__ import annotations
 
@@ -37,21 +37,6 @@ def _beat(name: str, age_seconds: float, *, stopped: bool = False) -> WorkerHear
         last_seen=now - timedelta(seconds=age_seconds),
         stopped_at=now if stopped else None,
     )
-
-
-@pytest.mark.parametrize(
-    "path", ["/", "/status.json", "/media/runs/1/x.png", "/admin/core/workerheartbeat/"]
-)
-def test_anonymous_is_sent_to_login(client: Client, path: str) -> None:
-    response = client.get(path)
-    assert response.status_code == 302
-    assert "/login/" in response["Location"]
-
-
-def test_anonymous_cannot_ping_workers(client: Client) -> None:
-    response = client.post("/status/ping")
-    assert response.status_code == 302
-    assert "/login/" in response["Location"]
 
 
 def test_login_page_is_public_and_logs_in(client: Client, owner: User) -> None:

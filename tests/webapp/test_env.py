@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
 from webapp.env import (
+    Rate,
     database_from_url,
     env_bool,
     env_float,
     env_int,
     env_list,
     env_path,
+    env_rate,
+    env_secret_key,
     env_str,
     env_url,
 )
@@ -135,3 +139,62 @@ def test_default_sqlite_database_runs_in_wal_mode(db: None) -> None:
         assert cursor.fetchone()[0] == "wal"
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] >= 5000
+
+
+DEV_KEY = "dev-key"
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (None, "SECRET_KEY is not set but GROUPWISE_PRODUCTION=1 needs"),
+        (DEV_KEY, "SECRET_KEY is the built-in development key"),
+        ("k" * 49, "SECRET_KEY has 49 characters (1 distinct): production needs at least 50"),
+        ("abab" * 20, "SECRET_KEY has 80 characters (2 distinct)"),
+    ],
+)
+def test_production_needs_a_real_secret_key(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, fragment: str
+) -> None:
+    if value is None:
+        monkeypatch.delenv("SECRET_KEY", raising=False)
+    else:
+        monkeypatch.setenv("SECRET_KEY", value)
+    with pytest.raises(ImproperlyConfigured, match=re.escape(fragment)):
+        env_secret_key("SECRET_KEY", DEV_KEY, production=True)
+    # Off production the same values are accepted, and unset means the development key.
+    assert env_secret_key("SECRET_KEY", DEV_KEY, production=False) == (value or DEV_KEY)
+
+
+def test_a_long_random_key_is_accepted_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMN"
+    monkeypatch.setenv("SECRET_KEY", key)
+    assert env_secret_key("SECRET_KEY", DEV_KEY, production=True) == key
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("20/hour", Rate(20, 3600, "20/hour")),
+        ("5/Minute", Rate(5, 60, "5/Minute")),
+        ("1/day", Rate(1, 86400, "1/day")),
+        ("7/90s", Rate(7, 90, "7/90s")),
+        ("off", None),
+        ("0", None),
+    ],
+)
+def test_rates(monkeypatch: pytest.MonkeyPatch, value: str, expected: Rate | None) -> None:
+    monkeypatch.setenv("GW_RATE", value)
+    assert env_rate("GW_RATE", "3/hour") == expected
+
+
+@pytest.mark.parametrize("value", ["many/hour", "5/fortnight", "5", "0/hour", "5/0s"])
+def test_bad_rates_name_the_variable(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("GW_RATE", value)
+    with pytest.raises(ImproperlyConfigured, match=f"GW_RATE={value!r}"):
+        env_rate("GW_RATE", "3/hour")
+
+
+def test_rate_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GW_RATE", raising=False)
+    assert env_rate("GW_RATE", "3/hour") == Rate(3, 3600, "3/hour")

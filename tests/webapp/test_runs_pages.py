@@ -1,4 +1,4 @@
-"""Run pages: the New run form (same errors as the API), uploads, personas, media, tokens."""
+"""Run pages: the New run form (same errors as the API), uploads, media paths, tokens."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from typing import Any
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test import Client
 
 from engine.presets import PRESETS
 from tests.webapp.personas import client_for, make_run
-from webapp.runs import forms
 from webapp.runs.forms import NewRunForm
 from webapp.runs.models import ApiToken, Run
 
@@ -102,12 +100,68 @@ def test_bad_prompt_files_are_explained(
     assert fragment in " ".join(page.context["form"].errors["prompt_file"])
 
 
-def test_prompt_file_size_limit(owner: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forms, "MAX_UPLOAD_BYTES", 10)
-    page = client_for(owner).post(
+def test_prompt_file_size_limit(owner: Any, settings: Any) -> None:
+    settings.GROUPWISE_MAX_UPLOAD_BYTES = 10
+    client = client_for(owner)
+    page = client.post(
         "/runs/new/", {**form_data(), "prompt_file": SimpleUploadedFile("p.txt", b"x" * 11)}
     )
-    assert "the limit is 5 MB" in " ".join(page.context["form"].errors["prompt_file"])
+    assert "p.txt is 11 bytes: the limit is 10 bytes" in " ".join(
+        page.context["form"].errors["prompt_file"]
+    )
+    fits = client.post(
+        "/runs/new/", {**form_data(), "prompt_file": SimpleUploadedFile("p.txt", b"x" * 10)}
+    )
+    assert fits.status_code == 302
+
+
+def test_a_body_too_large_for_any_form_is_refused_unread(owner: Any, settings: Any) -> None:
+    settings.GROUPWISE_MAX_UPLOAD_BYTES = 10
+    big = SimpleUploadedFile("p.txt", b"x" * (forms_room() + 11))
+    response = client_for(owner).post("/runs/new/", {**form_data(), "prompt_file": big})
+    assert response.status_code == 413
+    assert b"GROUPWISE_MAX_UPLOAD_BYTES" in response.content
+    assert Run.objects.count() == 0
+
+
+def forms_room() -> int:
+    from webapp.runs.views import FORM_FIELDS_BYTES
+
+    return FORM_FIELDS_BYTES
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "content", "fragment"),
+    [
+        ("p.png", "image/png", b"a red image", "is not a prompt file"),
+        ("prompts", "text/plain", b"a red image", "is not a prompt file"),
+        ("p.txt.exe", "text/plain", b"a red image", "is not a prompt file"),
+        ("p.txt", "image/png", b"a red image", "was sent as image/png"),
+        ("p.txt", "text/plain", b"a red\x00image", "holds NUL bytes"),
+    ],
+)
+def test_prompt_files_must_be_text_files(
+    owner: Any, name: str, content_type: str, content: bytes, fragment: str
+) -> None:
+    upload = SimpleUploadedFile(name, content, content_type=content_type)
+    page = client_for(owner).post("/runs/new/", {**form_data(), "prompt_file": upload})
+    assert page.status_code == 200
+    assert fragment in " ".join(page.context["form"].errors["prompt_file"])
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type"),
+    [("P.TXT", "text/plain"), ("p.jsonl", "application/octet-stream"), ("p.jsonl", "")],
+)
+def test_text_prompt_files_are_accepted_whatever_the_browser_calls_them(
+    owner: Any, name: str, content_type: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    content = b'{"prompt": "a teal image"}' if name.endswith("jsonl") else b"a teal image"
+    upload = SimpleUploadedFile(name, content, content_type=content_type)
+    with django_capture_on_commit_callbacks(execute=False):
+        client_for(owner).post("/runs/new/", {**form_data(), "prompt_file": upload})
+    assert Run.objects.get().recipe["data"]["prompts"] == ["a teal image"]
 
 
 def test_ocr_prompts_without_quotes_are_listed_before_launch(owner: Any) -> None:
@@ -119,43 +173,31 @@ def test_ocr_prompts_without_quotes_are_listed_before_launch(owner: Any) -> None
     assert "'a sign with no target' has no text in double quotes for the ocr reward" in message
 
 
-@pytest.mark.parametrize("path", ["/runs/{id}/", "/media/runs/{id}/a.png"])
-def test_run_pages_and_media_are_for_the_owner(
-    owner: Any,
-    other: Any,
-    staff: Any,
-    client: Client,
-    settings: Any,
-    tmp_path: Path,
-    path: str,
+def test_media_outside_the_run_folder_is_404(
+    owner: Any, other: Any, settings: Any, tmp_path: Path
 ) -> None:
-    settings.MEDIA_ROOT = tmp_path
-    run = make_run(owner)
-    (tmp_path / "runs" / str(run.pk)).mkdir(parents=True)
-    (tmp_path / "runs" / str(run.pk) / "a.png").write_bytes(b"png")
-    url = path.format(id=run.pk)
-    assert client_for(owner).get(url).status_code == 200
-    assert client_for(staff).get(url).status_code == 200
-    assert client_for(other).get(url).status_code == 404
-    anonymous = client.get(url)
-    assert anonymous.status_code == 302 and "/login/" in anonymous["Location"]
-
-
-def test_media_outside_the_run_folder_is_404(owner: Any, settings: Any, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
-    run = make_run(owner)
+    mine, theirs = make_run(owner), make_run(other)
     (tmp_path / "secret.txt").write_text("secret")
+    (tmp_path / "media" / "runs" / str(mine.pk)).mkdir(parents=True)
+    (tmp_path / "media" / "runs" / str(theirs.pk)).mkdir(parents=True)
+    (tmp_path / "media" / "runs" / str(theirs.pk) / "a.png").write_bytes(b"png")
+    (tmp_path / "media" / "runs" / str(mine.pk) / "link.png").symlink_to(tmp_path / "secret.txt")
     client = client_for(owner)
-    assert client.get(f"/media/runs/{run.pk}/../../../secret.txt").status_code == 404
-    assert client.get(f"/media/runs/{run.pk}/missing.png").status_code == 404
-    assert client.get("/media/other/file.png").status_code == 404
-
-
-@pytest.mark.parametrize("action", ["cancel", "resume", "clone"])
-def test_other_users_cannot_act_from_pages(owner: Any, other: Any, action: str) -> None:
-    run = make_run(owner, status=Run.Status.INTERRUPTED)
-    assert client_for(other).post(f"/runs/{run.pk}/{action}/").status_code == 404
-    assert Run.objects.count() == 1
+    for path in (
+        f"/media/runs/{mine.pk}/../../../secret.txt",
+        # Normalised, this is another run's file: refused, not served under the wrong run.
+        f"/media/runs/{mine.pk}/../{theirs.pk}/a.png",
+        f"/media/runs/{mine.pk}/%2e%2e/{theirs.pk}/a.png",
+        f"/media/runs/{mine.pk}//{tmp_path}/secret.txt",
+        f"/media/runs/{mine.pk}/./link.png",
+        f"/media/runs/{mine.pk}/link.png",
+        f"/media/runs/{mine.pk}/missing.png",
+        "/media/other/file.png",
+    ):
+        assert client.get(path).status_code == 404, path
+    served = client_for(other).get(f"/media/runs/{theirs.pk}/a.png")
+    assert b"".join(served.streaming_content) == b"png"
 
 
 def test_page_actions(owner: Any, django_capture_on_commit_callbacks: Any) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from engine.events import (
 from tests.webapp.personas import make_run
 from webapp.runs.models import Checkpoint, Event, Run
 from webapp.runs.models import Sample as SampleRow
-from webapp.runs.sink import RunSink
+from webapp.runs.sink import MediaWriteError, RunSink
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,6 +153,96 @@ def test_a_storage_failure_reaches_the_loop(owner: Any, settings: Any, tmp_path:
     run = make_run(owner, status=Run.Status.RUNNING)
     sink = RunSink(run)
     sink(rollout(0, 0))
-    with pytest.raises(OSError):
+    with pytest.raises(MediaWriteError, match=f"MEDIA_ROOT={blocker}: Not a directory"):
         sink.close()
     assert not Event.objects.filter(run=run).exists()
+    assert not SampleRow.objects.filter(run=run).exists()
+
+
+def fail_on_save(monkeypatch: pytest.MonkeyPatch, number: int, code: int) -> list[Path]:
+    """Make the ``number``-th PNG write fail with ``code`` after writing a partial file."""
+    calls: list[Path] = []
+    real_save = Image.Image.save
+
+    def save(image: Image.Image, fp: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(Path(fp))
+        if len(calls) == number:
+            Path(fp).write_bytes(b"\x89PNG partial")
+            raise OSError(code, os.strerror(code), str(fp))
+        real_save(image, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    return calls
+
+
+def test_disk_full_fails_the_event_whole_and_keeps_the_record(
+    owner: Any, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+    run = make_run(owner, status=Run.Status.RUNNING)
+    sink = RunSink(run)
+    sink(RunStarted(recipe=run.recipe, layout={}))
+    sink(rollout(0, 0))
+    sink(train(1))
+    sink.close()
+    # Rollout 1 writes 2 groups x 2 samples x (image + thumbnail): the 5th write hits ENOSPC.
+    calls = fail_on_save(monkeypatch, 5, errno.ENOSPC)
+    sink = RunSink(run)
+    sink(rollout(1, 1))
+    with pytest.raises(MediaWriteError) as raised:
+        sink.close()
+    assert str(raised.value) == (
+        f"cannot write media under MEDIA_ROOT={tmp_path / 'media'}: No space left on device"
+    )
+    assert len(calls) == 5
+    # Nothing of the failed rollout: no rows, and none of its 5 files (the partial one included).
+    assert not any(path.exists() for path in calls)
+    assert not list((tmp_path / "media" / f"runs/{run.pk}/rollout-00001-step-000001").iterdir())
+    rows = SampleRow.objects.filter(run=run)
+    assert rows.count() == 4 and set(rows.values_list("step", flat=True)) == {0}
+    for row in rows:
+        assert (tmp_path / "media" / row.image).is_file()
+        assert (tmp_path / "media" / row.thumbnail).is_file()
+    # What came before is intact, and the loop's report takes the next number.
+    sink = RunSink(run)
+    sink(RunEnded(status="failed", step=1, error=str(raised.value)))
+    sink.close()
+    stored = list(Event.objects.filter(run=run).order_by("seq").values_list("seq", "type"))
+    assert stored == [
+        (1, "run_started"),
+        (2, "rollout_finished"),
+        (3, "train_step_finished"),
+        (4, "run_ended"),
+    ]
+
+
+def test_a_run_whose_media_cannot_be_written_fails_with_the_reason(
+    owner: Any, settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The training task end to end, in this process: the run fails, the record stays whole."""
+    from engine.overrides import apply_overrides
+    from engine.presets import PRESETS
+    from webapp.runs.tasks import train_run
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.GROUPWISE_RUNS_DIR = tmp_path / "runs"
+    recipe = apply_overrides(
+        PRESETS["tiny-color"].recipe,
+        {"rollout_batch_size": 1, "n_samples_per_prompt": 2, "diffusion_microgroup_size": 2,
+         "micro_batch_size_sample": 2, "max_steps": 3, "eval_every": 0, "checkpoint_every": 0},
+    )  # fmt: skip
+    run = Run.objects.create(owner=owner, name="full disk", recipe=recipe.to_dict(), max_steps=3)
+    fail_on_save(monkeypatch, 1, errno.EACCES)
+    # Listing every installed package's version takes seconds and is not what is tested here.
+    monkeypatch.setattr("webapp.runs.queue.reproducibility_record", dict)
+    assert train_run(run.pk) == "failed"
+    run.refresh_from_db()
+    assert "cannot write media under MEDIA_ROOT=" in run.error
+    assert run.error.endswith(": Permission denied")
+    assert not SampleRow.objects.filter(run=run).exists()
+    types = list(Event.objects.filter(run=run).order_by("seq").values_list("type", flat=True))
+    assert types[0] == "run_started" and types[-1] == "run_ended"
+    assert "rollout_finished" not in types
+    ended = Event.objects.get(run=run, type="run_ended").payload
+    assert ended["status"] == "failed" and "Permission denied" in ended["error"]
+    assert list((tmp_path / "media").rglob("*.png")) == []

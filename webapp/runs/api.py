@@ -13,10 +13,10 @@ from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -28,19 +28,36 @@ from engine.problems import RecipeError
 from webapp.runs import export_views, housekeeping, services
 from webapp.runs.models import Event, Run
 from webapp.runs.queue import queue_entries
+from webapp.runs.quota import RateLimited
 from webapp.runs.serializers import (
     CloneSerializer,
-    EventSerializer,
+    DetailSerializer,
+    EventPageSerializer,
+    PresetSerializer,
     QueueEntrySerializer,
     RecipeRequestSerializer,
     RunCreateSerializer,
     RunSerializer,
     RunSettingsSerializer,
     SampleSerializer,
+    ValidationSerializer,
     problems_as_errors,
 )
 
 EVENTS_PAGE = 500
+
+# The error answers, documented so that clients (and the schema tests) know every status.
+INVALID = OpenApiResponse(
+    OpenApiTypes.OBJECT, description="Every problem under its field: {field: [message, …]}."
+)
+NOT_FOUND = OpenApiResponse(
+    DetailSerializer, description="No such run among those you may see, or no such page."
+)
+CONFLICT = OpenApiResponse(DetailSerializer, description="The run's status does not allow it.")
+TOO_MANY = OpenApiResponse(
+    DetailSerializer,
+    description="Run-creation limit reached (GROUPWISE_RUN_CREATE_LIMIT); see Retry-After.",
+)
 
 
 class Pages(PageNumberPagination):
@@ -122,12 +139,16 @@ class RunViewSet(
                 enum=["no", "yes", "all"],
                 description="Archived runs: hidden (no, the default), only them, or all.",
             ),
-        ]
+        ],
+        responses={200: RunSerializer(many=True), 400: INVALID, 404: NOT_FOUND},
     )
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(request=RunSettingsSerializer, responses={200: RunSerializer})
+    @extend_schema(
+        request=RunSettingsSerializer,
+        responses={200: RunSerializer, 400: INVALID, 404: NOT_FOUND, 409: CONFLICT},
+    )
     def partial_update(self, request: Request, pk: str | None = None) -> Response:
         """Change notes, tags, notifications or the archived flag."""
         run = self.get_object()
@@ -143,7 +164,7 @@ class RunViewSet(
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(RunSerializer(run).data)
 
-    @extend_schema(responses={204: None, 409: dict})
+    @extend_schema(request=None, responses={204: None, 404: NOT_FOUND, 409: CONFLICT})
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         """Delete a run that is not active, with its images and checkpoints."""
         try:
@@ -152,33 +173,41 @@ class RunViewSet(
             return Response({"detail": str(error)}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
+    @extend_schema(
+        request=RunCreateSerializer, responses={201: RunSerializer, 400: INVALID, 429: TOO_MANY}
+    )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = RunCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
-        run = services.create_run(
-            request.user,
-            data["name"],
-            data["built"],
-            preset=data.get("preset") or "",
-            notify={k: data[k] for k in ("notify_email", "webhook_url") if k in data},
-        )
+        try:
+            run = services.create_run(
+                request.user,
+                data["name"],
+                data["built"],
+                preset=data.get("preset") or "",
+                notify={k: data[k] for k in ("notify_email", "webhook_url") if k in data},
+            )
+        except RateLimited as error:
+            raise _too_many(error) from None
         if data.get("notes") or data.get("tags"):
             run = services.update_settings(run, notes=data.get("notes"), tags=data.get("tags"))
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses={200: RunSerializer})
+    @extend_schema(request=None, responses={200: RunSerializer, 404: NOT_FOUND, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, pk: str | None = None) -> Response:
         return self._transition(services.cancel_run)
 
-    @extend_schema(request=None, responses={200: RunSerializer})
+    @extend_schema(request=None, responses={200: RunSerializer, 404: NOT_FOUND, 409: CONFLICT})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str | None = None) -> Response:
         return self._transition(services.resume_run)
 
-    @extend_schema(request=CloneSerializer, responses={201: RunSerializer})
+    @extend_schema(
+        request=CloneSerializer,
+        responses={201: RunSerializer, 400: INVALID, 404: NOT_FOUND, 429: TOO_MANY},
+    )
     @action(detail=True, methods=["post"])
     def clone(self, request: Request, pk: str | None = None) -> Response:
         body = CloneSerializer(data=request.data)
@@ -192,6 +221,8 @@ class RunViewSet(
             )
         except RecipeError as error:
             raise ValidationError(problems_as_errors(error)) from None
+        except RateLimited as error:
+            raise _too_many(error) from None
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -201,9 +232,11 @@ class RunViewSet(
                 "superseded", bool, description="Include events a resume superseded (default no)."
             ),
         ],
-        responses={200: EventSerializer(many=True)},
+        responses={200: EventPageSerializer, 400: INVALID, 404: NOT_FOUND},
     )
-    @action(detail=True, methods=["get"], url_path="events", url_name="events")
+    @action(
+        detail=True, methods=["get"], url_path="events", url_name="events", pagination_class=None
+    )
     def events(self, request: Request, pk: str | None = None) -> Response:
         """Up to 500 events after ``after``, in order; ask again with the last seq for more."""
         run = self.get_object()
@@ -212,10 +245,9 @@ class RunViewSet(
             events = events.filter(superseded=False)
         page = list(events.order_by("seq")[: EVENTS_PAGE + 1])
         return Response(
-            {
-                "results": EventSerializer(page[:EVENTS_PAGE], many=True).data,
-                "more": len(page) > EVENTS_PAGE,
-            }
+            EventPageSerializer(
+                {"results": page[:EVENTS_PAGE], "more": len(page) > EVENTS_PAGE}
+            ).data
         )
 
     @extend_schema(
@@ -224,7 +256,7 @@ class RunViewSet(
             OpenApiParameter("group", int, description="Only this prompt group."),
             OpenApiParameter("prompt", str, description="Prompts containing this text."),
         ],
-        responses={200: SampleSerializer(many=True)},
+        responses={200: SampleSerializer(many=True), 400: INVALID, 404: NOT_FOUND},
     )
     @action(detail=True, methods=["get"], url_path="samples", url_name="samples")
     def samples(self, request: Request, pk: str | None = None) -> Response:
@@ -243,7 +275,7 @@ class RunViewSet(
         )
         return paginator.get_paginated_response(SampleSerializer(page, many=True).data)
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: NOT_FOUND})
     @action(detail=True, methods=["get"], url_path="metrics", url_name="metrics")
     def metrics(self, request: Request, pk: str | None = None) -> Response:
         """Per-step series: reward mean/std per rollout, train metrics, evaluations, throughput."""
@@ -329,6 +361,11 @@ class RunViewSet(
         return Response(RunSerializer(run).data)
 
 
+def _too_many(error: RateLimited) -> Throttled:
+    """429 with ``Retry-After`` (DRF sets the header from ``wait``) and the limit explained."""
+    return Throttled(wait=error.retry_after, detail=str(error))
+
+
 def run_metrics(run: Run) -> dict[str, Any]:
     """The series the charts draw, from the run's stored, non-superseded records."""
     rewards: dict[int, list[float]] = defaultdict(list)
@@ -385,7 +422,7 @@ def run_queue(request: Request) -> Response:
     return Response(QueueEntrySerializer(queue_entries(request.user), many=True).data)
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(responses={200: PresetSerializer(many=True)})
 @api_view(["GET"])
 def presets(request: Request) -> Response:
     """Every preset with its description, source, recipe and layout."""
@@ -403,7 +440,7 @@ def presets(request: Request) -> Response:
     )
 
 
-@extend_schema(request=RecipeRequestSerializer, responses={200: dict})
+@extend_schema(request=RecipeRequestSerializer, responses={200: ValidationSerializer})
 @api_view(["POST"])
 def validate_recipe(request: Request) -> Response:
     """Always 200: ``valid``, every problem with its field, and the layout when valid."""
@@ -430,7 +467,7 @@ def validate_recipe(request: Request) -> Response:
     )
 
 
-@extend_schema(request=RecipeRequestSerializer, responses={200: dict})
+@extend_schema(request=RecipeRequestSerializer, responses={200: OpenApiTypes.OBJECT, 400: INVALID})
 @api_view(["POST"])
 def recipe_layout(request: Request) -> Response:
     """The derived layout of a valid recipe; 400 with the problems otherwise."""

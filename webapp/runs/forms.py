@@ -12,6 +12,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any
 
 from django import forms
+from django.conf import settings
 
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
@@ -22,8 +23,19 @@ from webapp.runs import services
 SECTIONS = ("layout", "sampler", "optimiser", "run", "data", "model", "rollout")
 #: Settings edited as one prompt per line rather than JSON.
 LINE_LISTS = {"data.prompts", "data.eval_prompts"}
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 MAX_PROMPTS = 100_000
+#: Prompt files by extension; the browser's content type must be one a text file may carry.
+UPLOAD_SUFFIXES = (".txt", ".jsonl")
+UPLOAD_CONTENT_TYPES = {
+    "",
+    "text/plain",
+    "application/octet-stream",
+    "application/json",
+    "application/jsonl",
+    "application/x-jsonlines",
+    "application/jsonlines",
+    "application/x-ndjson",
+}
 
 
 def form_name(path: str) -> str:
@@ -62,7 +74,8 @@ class NewRunForm(forms.Form):
     prompt_file = forms.FileField(
         required=False,
         help_text='Optional .txt (one prompt per line) or .jsonl ({"prompt": …} per line), '
-        "UTF-8, at most 5 MB; replaces the training prompts.",
+        "UTF-8 text, at most GROUPWISE_MAX_UPLOAD_BYTES (5 MB by default); replaces the "
+        "training prompts.",
     )
 
     tags = forms.CharField(
@@ -144,10 +157,22 @@ class NewRunForm(forms.Form):
         upload = self.cleaned_data.get("prompt_file")
         if upload is None:
             return None
-        if upload.size > MAX_UPLOAD_BYTES:
+        limit = settings.GROUPWISE_MAX_UPLOAD_BYTES
+        if upload.size > limit:
             raise forms.ValidationError(
-                f"{upload.name} is {upload.size / 1e6:.1f} MB: the limit is 5 MB; "
+                f"{upload.name} is {human_bytes(upload.size)}: the limit is {human_bytes(limit)}; "
                 "split the file or point data.dataset at a directory on the worker."
+            )
+        suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
+        if suffix not in UPLOAD_SUFFIXES:
+            raise forms.ValidationError(
+                f"{upload.name} is not a prompt file: upload a .txt (one prompt per line) or "
+                '.jsonl ({"prompt": …} per line) file.'
+            )
+        content_type = (upload.content_type or "").split(";")[0].strip().lower()
+        if content_type not in UPLOAD_CONTENT_TYPES:
+            raise forms.ValidationError(
+                f"{upload.name} was sent as {content_type}, not text: upload a plain text file."
             )
         try:
             text = upload.read().decode("utf-8-sig")
@@ -155,7 +180,11 @@ class NewRunForm(forms.Form):
             raise forms.ValidationError(
                 f"{upload.name} is not UTF-8 (byte {error.start}): save it as UTF-8."
             ) from None
-        prompts = parse_prompts(text, jsonl=upload.name.endswith(".jsonl"))
+        if "\0" in text:
+            raise forms.ValidationError(
+                f"{upload.name} holds NUL bytes, so it is binary, not text: upload a text file."
+            )
+        prompts = parse_prompts(text, jsonl=suffix == ".jsonl")
         if not prompts:
             raise forms.ValidationError(f"{upload.name} holds no prompts.")
         if len(prompts) > MAX_PROMPTS:
@@ -193,6 +222,14 @@ class NewRunForm(forms.Form):
                 self.add_error(name, problem.message)
             else:
                 self.add_error(None, f"{problem.field}: {problem.message}")
+
+
+def human_bytes(size: int) -> str:
+    """``5.24 MB``, ``12 kB`` or ``10 bytes``."""
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.3g} {unit}"
+    return f"{size} bytes"
 
 
 def parse_prompts(text: str, *, jsonl: bool) -> list[str]:

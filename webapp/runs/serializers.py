@@ -25,10 +25,16 @@ def problems_as_errors(error: RecipeError) -> dict[str, list[str]]:
 class RecipeRequestSerializer(serializers.Serializer):
     """A preset with overrides, or a whole recipe with overrides."""
 
-    preset = serializers.CharField(required=False, help_text="A preset name, e.g. tiny-color.")
-    recipe = serializers.JSONField(required=False, help_text="A whole recipe, nested by concern.")
+    preset = serializers.CharField(
+        required=False, allow_null=True, help_text="A preset name, e.g. tiny-color."
+    )
+    recipe = serializers.JSONField(
+        required=False, allow_null=True, help_text="A whole recipe, nested by concern."
+    )
     overrides = serializers.JSONField(
-        required=False, help_text="{name: value}: a vocabulary name or a dotted path per key."
+        required=False,
+        allow_null=True,
+        help_text="{name: value}: a vocabulary name or a dotted path per key; null: none.",
     )
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -80,7 +86,9 @@ class RunCreateSerializer(RecipeRequestSerializer, RunSettingsSerializer):
 
 class CloneSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    overrides = serializers.JSONField(required=False)
+    overrides = serializers.JSONField(
+        required=False, allow_null=True, help_text="{name: value}; null or absent: none."
+    )
 
 
 class RunSerializer(serializers.ModelSerializer):
@@ -230,3 +238,34 @@ class SweepCreateSerializer(serializers.Serializer):
     )
     rollouts = serializers.IntegerField(min_value=1, max_value=MAX_ROLLOUTS, default=2)
     update = serializers.BooleanField(default=False)
+
+
+class DetailSerializer(serializers.Serializer):
+    """An error the client cannot fix field by field: 404, 409, 429."""
+
+    detail = serializers.CharField()
+
+
+class PresetSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    source = serializers.CharField()
+    recipe = serializers.DictField(help_text="The preset's whole recipe.")
+    layout = serializers.DictField(help_text="The derived layout of its first rollout.")
+
+
+class EventPageSerializer(serializers.Serializer):
+    results = EventSerializer(many=True)
+    more = serializers.BooleanField(help_text="More events follow: ask again with the last seq.")
+
+
+class ProblemSerializer(serializers.Serializer):
+    field = serializers.CharField(help_text="Dotted recipe path, e.g. layout.rollout_batch_size.")
+    message = serializers.CharField()
+
+
+class ValidationSerializer(serializers.Serializer):
+    valid = serializers.BooleanField()
+    problems = ProblemSerializer(many=True)
+    recipe = serializers.DictField(required=False, help_text="The validated recipe, when valid.")
+    layout = serializers.DictField(required=False, help_text="Its derived layout, when valid.")

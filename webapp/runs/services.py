@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import transaction
@@ -21,6 +22,8 @@ from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
 from engine.recipe import Recipe
 from webapp.runs.models import Run, Tag
+from webapp.runs.paths import path_problems
+from webapp.runs.quota import check_run_quota
 
 #: A tag: letters, digits, ``-``, ``_``, ``.`` and ``:``; compared in lower case.
 TAG_PATTERN = re.compile(r"^[\w.:-]{1,50}$")
@@ -36,7 +39,8 @@ def build_recipe(*, preset: str | None = None, recipe: Any = None, overrides: An
     """A validated recipe from ``preset`` or ``recipe`` (plain data), then ``overrides``.
 
     Raises ``RecipeError`` with every problem at once; ``preset`` and ``overrides`` problems
-    carry those names as their field.
+    carry those names as their field. Paths outside ``GROUPWISE_DATA_ROOTS`` are problems too:
+    a web user may not point the worker at arbitrary files.
     """
     if (preset is None) == (recipe is None):
         raise RecipeError([Problem("preset", "give either a preset name or a whole recipe")])
@@ -56,7 +60,7 @@ def build_recipe(*, preset: str | None = None, recipe: Any = None, overrides: An
                 [Problem("overrides", "overrides must be a JSON object of name: value")]
             )
         base = apply_overrides(base, overrides)
-    problems = base.validate()
+    problems = [*base.validate(), *path_problems(base)]
     if problems:
         raise RecipeError(problems)
     return base
@@ -78,19 +82,24 @@ def create_run(
 ) -> Run:
     """Store a queued run and enqueue its training once the row is committed.
 
-    ``notify`` sets the run's ``notify_email`` and ``webhook_url``.
+    ``notify`` sets the run's ``notify_email`` and ``webhook_url``. Raises ``quota.RateLimited``
+    when the owner has created too many runs lately; the owner's row is locked while counting, so
+    concurrent requests of one user are counted one by one.
     """
-    run = Run.objects.create(
-        owner=owner,
-        name=name.strip() or preset or "run",
-        preset=preset,
-        recipe=recipe.to_dict(),
-        max_steps=recipe.run.max_steps,
-        cloned_from=cloned_from,
-        queued_at=timezone.now(),
-        **(notify or {}),
-    )
-    _enqueue(run)
+    with transaction.atomic():
+        list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
+        check_run_quota(owner)
+        run = Run.objects.create(
+            owner=owner,
+            name=name.strip() or preset or "run",
+            preset=preset,
+            recipe=recipe.to_dict(),
+            max_steps=recipe.run.max_steps,
+            cloned_from=cloned_from,
+            queued_at=timezone.now(),
+            **(notify or {}),
+        )
+        _enqueue(run)
     return run
 
 

@@ -37,6 +37,11 @@ from webapp.runs import housekeeping, models
 
 logger = logging.getLogger(__name__)
 
+
+class MediaWriteError(OSError):
+    """An image could not be written under MEDIA_ROOT; the message names the folder and why."""
+
+
 THUMBNAIL_PIXELS = 160
 #: Events whose records a resume re-creates, and so supersedes.
 STEP_EVENTS = (
@@ -126,16 +131,30 @@ def store_event(run_id: int, seq: int, event: Event) -> tuple[dict[str, Any], di
     one transaction; return it as sockets send it, and the run's state after it.
 
     The live sink and ``manage.py import_run`` both store through here, so an imported run is
-    recorded exactly as a web run is.
+    recorded exactly as a web run is. An image that cannot be written raises
+    ``MediaWriteError``: the event is stored whole or not at all, and the files it had written
+    are removed.
     """
     payload = event.to_dict(encode_image=lambda _image: None)
+    written: list[Path] = []
+    try:
+        return _store_rows(run_id, seq, event, payload, written)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _store_rows(
+    run_id: int, seq: int, event: Event, payload: dict[str, Any], written: list[Path]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     with transaction.atomic():
         if isinstance(event, RunStarted):
             _supersede_after(run_id, event.start_step)
         if isinstance(event, RolloutFinished):
-            _store_rollout(run_id, event, payload)
+            _store_rollout(run_id, event, payload, written)
         elif isinstance(event, EvaluationFinished):
-            _store_evaluation(run_id, event, payload)
+            _store_evaluation(run_id, event, payload, written)
         elif isinstance(event, TrainStepFinished):
             models.Run.objects.filter(pk=run_id).update(step=event.step)
         elif isinstance(event, Health):
@@ -176,13 +195,15 @@ def _supersede_after(run_id: int, start_step: int) -> None:
     )
 
 
-def _store_rollout(run_id: int, event: RolloutFinished, payload: dict[str, Any]) -> None:
+def _store_rollout(
+    run_id: int, event: RolloutFinished, payload: dict[str, Any], written: list[Path]
+) -> None:
     rows = []
     folder = f"runs/{run_id}/rollout-{event.rollout_index:05d}-step-{event.step:06d}"
     for group, group_data in zip(event.groups, payload["groups"], strict=True):
         for sample, sample_data in zip(group.samples, group_data["samples"], strict=True):
             stem = f"{folder}/g{group.group_index:03d}-s{sample.sample_index:03d}-{sample.seed}"
-            image, thumbnail = _write_image(sample.image, stem)
+            image, thumbnail = _write_image(sample.image, stem, written)
             sample_data["image"] = settings.MEDIA_URL + image
             sample_data["thumbnail"] = settings.MEDIA_URL + thumbnail
             rows.append(
@@ -204,21 +225,42 @@ def _store_rollout(run_id: int, event: RolloutFinished, payload: dict[str, Any])
     models.Sample.objects.bulk_create(rows)
 
 
-def _store_evaluation(run_id: int, event: EvaluationFinished, payload: dict[str, Any]) -> None:
+def _store_evaluation(
+    run_id: int, event: EvaluationFinished, payload: dict[str, Any], written: list[Path]
+) -> None:
     folder = f"runs/{run_id}/eval-step-{event.step:06d}"
     for index, (sample, data) in enumerate(zip(event.samples, payload["samples"], strict=True)):
-        image, thumbnail = _write_image(sample.image, f"{folder}/{index:03d}-{sample.seed}")
+        image, thumbnail = _write_image(
+            sample.image, f"{folder}/{index:03d}-{sample.seed}", written
+        )
         data["image"] = settings.MEDIA_URL + image
         data["thumbnail"] = settings.MEDIA_URL + thumbnail
 
 
-def _write_image(pixels: np.ndarray, stem: str) -> tuple[str, str]:
-    """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT."""
+def _write_image(pixels: np.ndarray, stem: str, written: list[Path]) -> tuple[str, str]:
+    """Write ``stem``.png and its thumbnail; return both paths relative to MEDIA_ROOT.
+
+    Each new file is listed in ``written`` before it is written (a failed write can leave a part).
+    Raises ``MediaWriteError`` naming MEDIA_ROOT and the system's reason (ENOSPC, EACCES, a file
+    where a folder should be) when either cannot be written.
+    """
     root = Path(settings.MEDIA_ROOT)
     image_path, thumb_path = f"{stem}.png", f"{stem}.thumb.png"
-    (root / image_path).parent.mkdir(parents=True, exist_ok=True)
     picture = Image.fromarray(pixels)
-    picture.save(root / image_path, optimize=False)
-    picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
-    picture.save(root / thumb_path, optimize=False)
+    try:
+        (root / image_path).parent.mkdir(parents=True, exist_ok=True)
+        _save(picture, root / image_path, written)
+        picture.thumbnail((THUMBNAIL_PIXELS, THUMBNAIL_PIXELS))
+        _save(picture, root / thumb_path, written)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise MediaWriteError(f"cannot write media under MEDIA_ROOT={root}: {reason}") from error
     return image_path, thumb_path
+
+
+def _save(picture: Image.Image, path: Path, written: list[Path]) -> None:
+    # A file that exists already (a resumed run re-writing a step) belongs to older rows and is
+    # never removed.
+    if not path.exists():
+        written.append(path)
+    picture.save(path, optimize=False)

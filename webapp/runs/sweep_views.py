@@ -13,6 +13,7 @@ from engine.problems import RecipeError
 from engine.recipe import Recipe
 from webapp.runs import services
 from webapp.runs.models import Run, Sweep
+from webapp.runs.quota import RateLimited
 from webapp.runs.sweeps import chart, create_sweep
 
 
@@ -106,7 +107,13 @@ def launch_best(request: HttpRequest, sweep_id: int) -> HttpResponse:
         return redirect("sweep-detail", sweep.pk)
     source = sweep.run
     name = f"{source.name if source else 'sweep'} (M={best})"
-    run = services.create_run(request.user, name, recipe, preset=source.preset if source else "")
+    try:
+        run = services.create_run(
+            request.user, name, recipe, preset=source.preset if source else ""
+        )
+    except RateLimited as error:
+        messages.error(request, str(error))
+        return redirect("sweep-detail", sweep.pk)
     messages.success(request, f"Run #{run.pk} is queued with diffusion_microgroup_size={best}.")
     return redirect("run-detail-page", run.pk)
 

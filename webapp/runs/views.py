@@ -1,7 +1,7 @@
 """Run pages: the list, the New run form, a run's page, API tokens, and run media.
 
 Every lookup goes through ``Run.objects.visible_to``: another user's run is a 404, on pages and
-media files alike.
+media files alike. Media paths are checked by ``paths.run_media_file`` before any file is opened.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import SuspiciousFileOperation
 from django.core.paginator import Paginator
 from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,8 +21,10 @@ from django.views.static import serve
 
 from engine.presets import PRESETS
 from webapp.runs import housekeeping, queue, services
-from webapp.runs.forms import NewRunForm
+from webapp.runs.forms import NewRunForm, human_bytes
 from webapp.runs.models import ApiToken, Run, Sample, Tag
+from webapp.runs.paths import run_media_file
+from webapp.runs.quota import RateLimited
 
 DEFAULT_PRESET = "tiny-color"
 
@@ -53,27 +54,62 @@ def new_run(request: HttpRequest) -> HttpResponse:
     preset = request.POST.get("preset") or request.GET.get("preset") or DEFAULT_PRESET
     if preset not in PRESETS:
         preset = DEFAULT_PRESET
+    limited: RateLimited | None = None
     if request.method == "POST":
+        too_large = _body_too_large(request)
+        if too_large:
+            return HttpResponse(too_large, status=413, content_type="text/plain")
         form = NewRunForm(request.POST, request.FILES, preset=preset)
         if form.is_valid() and form.built is not None:
             data = form.cleaned_data
-            run = services.create_run(
-                request.user,
-                data["name"],
-                form.built,
-                preset=preset,
-                notify={"notify_email": data["notify_email"], "webhook_url": data["webhook_url"]},
-            )
-            if data["tags"]:
-                services.update_settings(run, tags=data["tags"])
-            messages.success(request, f"Run #{run.pk} is queued.")
-            return redirect("run-detail-page", run.pk)
+            try:
+                run = services.create_run(
+                    request.user,
+                    data["name"],
+                    form.built,
+                    preset=preset,
+                    notify={
+                        "notify_email": data["notify_email"],
+                        "webhook_url": data["webhook_url"],
+                    },
+                )
+            except RateLimited as error:
+                form.add_error(None, str(error))
+                limited = error
+            else:
+                if data["tags"]:
+                    services.update_settings(run, tags=data["tags"])
+                messages.success(request, f"Run #{run.pk} is queued.")
+                return redirect("run-detail-page", run.pk)
     else:
         form = NewRunForm(preset=preset)
-    return render(
+    response = render(
         request,
         "runs/new.html",
         {"form": form, "presets": PRESETS.values(), "preset": PRESETS[preset]},
+        status=429 if limited else 200,
+    )
+    if limited:
+        response["Retry-After"] = str(limited.retry_after)
+    return response
+
+
+#: Room for the form's text fields on top of the prompt file.
+FORM_FIELDS_BYTES = 1024 * 1024
+
+
+def _body_too_large(request: HttpRequest) -> str:
+    """Why the request body is refused unread (too large for any valid form), or ''."""
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return ""
+    limit = settings.GROUPWISE_MAX_UPLOAD_BYTES + FORM_FIELDS_BYTES
+    if length <= limit:
+        return ""
+    return (
+        f"The request is {human_bytes(length)}: prompt files may be at most "
+        f"{human_bytes(settings.GROUPWISE_MAX_UPLOAD_BYTES)} (GROUPWISE_MAX_UPLOAD_BYTES)."
     )
 
 
@@ -272,7 +308,7 @@ def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
             return redirect("run-detail-page", clone.pk)
         else:
             raise Http404("no such action")
-    except (services.TransitionError, housekeeping.HousekeepingError) as error:
+    except (services.TransitionError, housekeeping.HousekeepingError, RateLimited) as error:
         messages.error(request, str(error))
     return redirect("run-detail-page", run.pk)
 
@@ -297,10 +333,14 @@ def tokens(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 def run_media(request: HttpRequest, run_id: int, path: str) -> HttpResponseBase:
-    """A run's images, for its owner (and staff) only; anything else is a 404."""
+    """A run's images, for its owner (and staff) only; anything else is a 404.
+
+    ``path`` must name a file inside the run's own folder: ``..`` segments, absolute paths and
+    symlinks leading out are refused before anything is opened.
+    """
     if not Run.objects.visible_to(request.user).filter(pk=run_id).exists():
         raise Http404("no such media file")
-    try:
-        return serve(request, f"runs/{run_id}/{path}", document_root=str(settings.MEDIA_ROOT))
-    except SuspiciousFileOperation:
-        raise Http404("no such media file") from None
+    target = run_media_file(run_id, path)
+    if target is None:
+        raise Http404("no such media file")
+    return serve(request, target.name, document_root=str(target.parent))
