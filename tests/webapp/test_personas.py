@@ -26,7 +26,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from tests.webapp.personas import make_run
 from tests.webapp.test_runs_pages import form_data
 from webapp.routing import websocket_urlpatterns
-from webapp.runs.models import ApiToken, Run
+from webapp.runs.models import ApiToken, Run, Sweep
 
 PERSONAS = ("owner", "other", "staff", "anonymous")
 VALID = {"preset": "tiny-color", "overrides": {"max_steps": 3}}
@@ -74,6 +74,19 @@ TABLE = [
     Row("run-action", "POST", "/runs/{run}/clone/", 302, 404, 302, 302),
     Row("run-action", "POST", "/runs/{run}/bogus/", 404, 404, 404, 302),
     Row("run-action", "GET", "/runs/{run}/cancel/", 405, 405, 405, 302),
+    Row("run-action", "POST", "/runs/{run}/archive/", 302, 404, 302, 302, status="finished"),
+    Row("run-action", "POST", "/runs/{run}/delete/", 302, 404, 302, 302, status="finished"),
+    Row("run-settings", "POST", "/runs/{run}/settings/", 302, 404, 302, 302, {"notes": "n"}),
+    Row("run-queue", "GET", "/runs/queue/", 200, 200, 200, 302),
+    Row("run-export-metrics-csv", "GET", "/runs/{run}/export/metrics.csv", 200, 404, 200, 302),
+    Row("run-export-metrics-json", "GET", "/runs/{run}/export/metrics.json", 200, 404, 200, 302),
+    Row("run-export-samples", "GET", "/runs/{run}/export/samples.zip", 200, 404, 200, 302),
+    # The run has no checkpoint yet: a 404 that says so even for its owner.
+    Row("run-export-weights", "GET", "/runs/{run}/export/weights.zip", 404, 404, 404, 302),
+    Row("run-sweep", "POST", "/runs/{run}/sweep/", 302, 404, 302, 302, {"sizes": "1"}),
+    Row("sweep-list", "GET", "/sweeps/", 200, 200, 200, 302),
+    Row("sweep-detail", "GET", "/sweeps/{sweep}/", 200, 404, 200, 302),
+    Row("sweep-launch-best", "POST", "/sweeps/{sweep}/launch/", 302, 404, 302, 302),
     Row("tokens", "GET", "/tokens/", 200, 200, 200, 302),
     Row("tokens", "POST", "/tokens/", 200, 200, 200, 302, payload={"name": "ci"}),
     Row("run-media", "GET", "/media/runs/{run}/rollout/a.png", 200, 404, 200, 302),
@@ -85,6 +98,16 @@ TABLE = [
     Row("api-run-list", "GET", "/api/runs/", 200, 200, 200, 401),
     Row("api-run-list", "POST", "/api/runs/", 201, 201, 201, 401, payload=VALID),
     Row("api-run-detail", "GET", "/api/runs/{run}/", 200, 404, 200, 401),
+    Row("api-run-detail", "PATCH", "/api/runs/{run}/", 200, 404, 200, 401, {"notes": "n"}),
+    Row("api-run-detail", "DELETE", "/api/runs/{run}/", 204, 404, 204, 401, status="finished"),
+    Row("api-queue", "GET", "/api/queue/", 200, 200, 200, 401),
+    Row("api-run-export", "GET", "/api/runs/{run}/export/", 200, 404, 200, 401),
+    Row("api-run-export-metrics", "GET", "/api/runs/{run}/export/metrics/", 200, 404, 200, 401),
+    Row("api-run-export-samples", "GET", "/api/runs/{run}/export/samples/", 200, 404, 200, 401),
+    Row("api-run-export-weights", "GET", "/api/runs/{run}/export/weights/", 404, 404, 404, 401),
+    Row("api-sweep-list", "GET", "/api/sweeps/", 200, 200, 200, 401),
+    Row("api-sweep-list", "POST", "/api/sweeps/", 201, 201, 201, 401, {"preset": "tiny-color"}),
+    Row("api-sweep-detail", "GET", "/api/sweeps/{sweep}/", 200, 404, 200, 401),
     Row("api-run-cancel", "POST", "/api/runs/{run}/cancel/", 200, 404, 200, 401, payload={}),
     Row("api-run-resume", "POST", "/api/runs/{run}/resume/", 409, 404, 409, 401, payload={}),
     Row("api-run-clone", "POST", "/api/runs/{run}/clone/", 201, 404, 201, 401, payload={}),
@@ -148,7 +171,8 @@ def prepare(row: Row, owner: Any) -> dict[str, int]:
     (media / str(run.pk) / "rollout" / "a.png").write_bytes(b"png")
     (media / str(second.pk)).mkdir(parents=True)
     (media / str(second.pk) / "b.png").write_bytes(b"png")
-    return {"run": run.pk, "run2": second.pk}
+    sweep = Sweep.objects.create(owner=owner, run=run, recipe=run.recipe, sizes=[1, 2])
+    return {"run": run.pk, "run2": second.pk, "sweep": sweep.pk}
 
 
 def _media_root() -> str:
@@ -159,8 +183,9 @@ def _media_root() -> str:
 
 def snapshot() -> tuple[Any, ...]:
     return (
-        sorted(Run.objects.values_list("pk", "status", "owner_id")),
+        sorted(Run.objects.values_list("pk", "status", "owner_id", "notes", "archived")),
         ApiToken.objects.count(),
+        Sweep.objects.count(),
     )
 
 
@@ -181,6 +206,8 @@ def test_http(row: Row, persona: str, world: dict[str, Any]) -> None:
     before = snapshot()
     if row.method == "GET":
         response = client.get(path)
+    elif row.method in ("PATCH", "DELETE"):
+        response = client.generic(row.method, path, json.dumps(row.payload or {}), API_JSON)
     elif row.payload == "form":
         response = client.post(path, form_data())
     elif path.startswith("/api/"):
