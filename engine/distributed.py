@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -241,10 +241,11 @@ def on_rank_zero(
     if context is None:
         return work()
     if not context.is_main:
-        outcome = broadcast_object(None, context)
-        if isinstance(outcome, BaseException):
+        # Rank 0 sends the value or the exception to raise; what this rank passes is ignored.
+        outcome = cast("T | Exception", broadcast_object(None, context))
+        if isinstance(outcome, Exception):
             raise outcome
-        return outcome  # type: ignore[no-any-return]
+        return outcome
     try:
         value = work()
     except Exception as error:

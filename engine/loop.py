@@ -107,7 +107,7 @@ class _Rollout:
     #: The rollout's prompts, rewards [P, G], zero-std groups and reward seconds, for the events.
     prompts: list[str]
     rewards: torch.Tensor
-    zero_std_groups: int
+    zero_std_groups: tuple[int, ...]
     reward_seconds: float
     #: perf_counter() when the rollout started and when its last result arrived.
     started: float
