@@ -7,6 +7,7 @@ checkpoint at step 2), then each resumed from its checkpoint to step 4.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -21,10 +22,11 @@ import torch
 from safetensors.torch import load_file
 
 from engine import events
+from engine.cli import EXIT_INVALID, main
 from engine.loop import run
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
-from engine.ranks import LOG_DIR, train
+from engine.ranks import LOG_DIR, rank_problem, train
 
 # P=2 x G=4, two optimizer steps of 4 samples: 2 per rank per step, in 2-sample x 1-step tiles.
 SMALL = {
@@ -200,6 +202,19 @@ def test_a_rank_that_dies_fails_the_run_and_is_named(tmp_path: Path) -> None:
     assert (ended.error or "").startswith("rank 1 of 2 failed first: exited with code -9")
     assert seen.events[-1] == ended
     assert time.monotonic() - started < DEADLINE
+
+
+def test_rank_counts_other_than_one_or_num_gpus_are_refused(tmp_path: Path) -> None:
+    assert rank_problem(recipe(2), 2) is None and rank_problem(recipe(2), 1) is None
+    assert rank_problem(recipe(2), 3) == (
+        "3 processes but layout.num_gpus=2: start 2 (or 1, which trains every rank's share in "
+        "one process and takes the same steps)"
+    )
+    out = io.StringIO()
+    argv = ["train", "--preset", "tiny-color", "--set", "num_gpus=2", "--nproc", "4"]
+    assert main([*argv, "--out", str(tmp_path)], out) == EXIT_INVALID
+    assert out.getvalue().startswith("--nproc: 4 processes but layout.num_gpus=2")
+    assert not (tmp_path / "events.jsonl").exists()
 
 
 def test_ranks_die_with_their_supervisor(tmp_path: Path) -> None:
