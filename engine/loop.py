@@ -154,8 +154,8 @@ def run(
         return _end(sink, "finished", state.step)
     except Stopped as stop:
         if state is not None:
-            running = state
-            _on_main(running, lambda: _checkpoint_on_stop(running))
+            stopped = state  # bound for the closure (mypy does not narrow ``state`` inside it)
+            _on_main(stopped, lambda: _checkpoint_on_stop(stopped))
         return _end(sink, stop.status, state.step if state else 0)
     except RecipeError as error:
         return _end(sink, "failed", state.step if state else 0, str(error))
@@ -185,7 +185,9 @@ def _setup(
     main = context is None or context.is_main
     if backend is None and recipe.rollout.backend == "sglang" and main:
         backend = remote_backend(recipe, directory, out_dir, resources)
-    model = load_model(recipe.model.family, directory)
+    # A rank's model lives where its collectives run: its own GPU under nccl, the CPU under gloo.
+    device = "cpu" if context is None else context.device
+    model = load_model(recipe.model.family, directory, device=device)
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
