@@ -35,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         _recipe_arguments(sub)
         if name == "train":
             sub.add_argument("--out", required=True, type=Path, help="the run's folder")
+            sub.add_argument(
+                "--nproc",
+                type=int,
+                default=None,
+                help="trainer processes: num_gpus (the default; gloo ranks on CPU) or 1",
+            )
         if name == "sweep":
             _sweep_arguments(sub)
     serve = commands.add_parser(
@@ -113,9 +119,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         print("valid", file=out)
         return 0
     if args.command == "train":
+        from engine.ranks import rank_problem
         from engine.train_cli import train
 
-        return train(recipe, args.out, out)
+        problem = rank_problem(recipe, args.nproc or recipe.layout.num_gpus)
+        if problem is not None:
+            print(f"--nproc: {problem}", file=out)
+            return EXIT_INVALID
+        return train(recipe, args.out, out, args.nproc)
     if args.command == "sweep":
         from engine.sweep_cli import run_sweep
 

@@ -13,8 +13,10 @@ start a group on one machine. Without ``WORLD_SIZE`` there is no group: one proc
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import socket
 import tempfile
 import time
@@ -23,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -187,6 +189,81 @@ def barrier(context: DistContext | None) -> None:
     """Wait for every rank (e.g. until rank 0 has written a checkpoint the others read)."""
     if context is not None:
         dist.barrier()
+
+
+class RankZeroFailed(RuntimeError):
+    """Raised on the other ranks when rank 0's part of ``on_rank_zero`` raised: they end too."""
+
+
+def broadcast_object(value: T, context: DistContext | None) -> T:
+    """Rank 0's ``value`` on every rank (what the others pass is ignored).
+
+    The value travels as ``torch.save`` bytes in a uint8 tensor on the rank's device and is
+    loaded with ``map_location`` set to this rank's device: nccl ranks never unpickle a tensor
+    onto rank 0's GPU. Without a context, ``value`` itself.
+    """
+    if context is None:
+        return value
+    device = context.device
+    size = torch.zeros(1, dtype=torch.int64, device=device)
+    payload = torch.empty(0, dtype=torch.uint8)
+    if context.is_main:
+        buffer = io.BytesIO()
+        torch.save(value, buffer)
+        payload = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(device)
+        size[0] = payload.numel()
+    dist.broadcast(size, src=0)
+    if context.is_main:
+        dist.broadcast(payload, src=0)
+        return value
+    payload = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    dist.broadcast(payload, src=0)
+    received: T = torch.load(
+        io.BytesIO(payload.cpu().numpy().tobytes()), map_location=device, weights_only=False
+    )
+    return received
+
+
+def on_rank_zero(
+    context: DistContext | None,
+    work: Callable[[], T],
+    *,
+    share: Callable[[T], T] = lambda value: value,
+    passes: tuple[type[Exception], ...] = (),
+) -> T:
+    """``work()`` on rank 0 alone; its result on rank 0, ``share(result)`` on the others.
+
+    The other ranks wait in the broadcast meanwhile, so the call is also a barrier: nothing after
+    it starts before rank 0's work is done. When the work raises, every rank raises: rank 0 its
+    exception, the others the same exception when its type is in ``passes`` (a stop, which every
+    rank ends with), else ``RankZeroFailed`` naming it. Without a context, just ``work()``.
+    """
+    if context is None:
+        return work()
+    if not context.is_main:
+        # Rank 0 sends the value or the exception to raise; what this rank passes is ignored.
+        outcome = cast("T | Exception", broadcast_object(None, context))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+    try:
+        value = work()
+    except Exception as error:
+        broadcast_object(_portable(error, passes), context)
+        raise
+    broadcast_object(share(value), context)
+    return value
+
+
+def _portable(error: Exception, passes: tuple[type[Exception], ...]) -> Exception:
+    """What the other ranks raise for rank 0's ``error``: itself when it passes and pickles."""
+    if isinstance(error, passes):
+        try:
+            pickle.dumps(error)
+            return error
+        except Exception:
+            pass
+    return RankZeroFailed(f"rank 0 failed: {type(error).__name__}: {error}")
 
 
 def rank_zero_only(context: DistContext | None, action: Callable[..., None]) -> Callable[..., None]:

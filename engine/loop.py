@@ -8,6 +8,15 @@ goes to ``sink``. ``should_stop`` is asked between phases and between requests; 
 to go on, or the status to end with (``cancelled``, ``interrupted``). The loop never raises: it
 returns, and emits, the ``RunEnded`` event that says how the run ended. A run whose ``out_dir``
 holds a checkpoint resumes from it and continues exactly as if it had not stopped.
+
+With a ``context`` the process is one rank of a data-parallel group of ``layout.num_gpus``
+(``engine.distributed``; ``engine.ranks`` starts such a group). Rank 0 alone runs steps 1-4 and
+hands every rank the rollout (``on_rank_zero``: results without their images, advantages); every
+rank encodes the prompts and trains its share in step 5; rank 0 alone runs the rest (events,
+weight sync, evaluation, checkpoints: the ranks hold identical weights) while the others wait.
+``should_stop`` is asked on rank 0 only, inside its phases, so a stop reaches every rank at the
+same point; a failure in rank 0's phases ends every rank. Only rank 0 emits events. Every rank
+resumes from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -17,9 +26,9 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +36,7 @@ import torch
 from engine import events
 from engine.advantages import group_advantages
 from engine.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
+from engine.distributed import DistContext, on_rank_zero, rank_zero_only
 from engine.health import phase_seconds, rollout_health
 from engine.layout import Layout, layout
 from engine.models.base import FlowModel
@@ -42,11 +52,12 @@ from engine.rollout.launch import remote_backend
 from engine.rollout.plan import evaluation_requests, rollout_requests
 from engine.rollout.types import RolloutRequest, RolloutResult
 from engine.rollout.weights import save_weights
-from engine.trainer import Trainer
+from engine.trainer import Replay, StepMetrics, Trainer
 from engine.validation import check_paths
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Sink = Callable[[events.Event], None]
 StopCheck = Callable[[], str | None]
 Status = Literal["finished", "cancelled", "failed", "interrupted"]
@@ -78,8 +89,40 @@ class _Run:
     trainer: Trainer
     prompts: PromptSet
     reward: Reward
+    #: This rank's place in a data-parallel group; None trains in this process alone.
+    context: DistContext | None = None
     step: int = 0
+    #: The last step rank 0 saved (only rank 0 saves, so only its value is kept up to date).
     checkpointed: int = -1
+
+
+@dataclass(frozen=True)
+class _Rollout:
+    """Steps 1-4's outcome: what training needs, and what rank 0 reports."""
+
+    #: The results in request order (group, then sample).
+    results: list[RolloutResult]
+    #: Each result's advantages [M].
+    advantages: list[torch.Tensor]
+    #: The rollout's prompts, rewards [P, G], zero-std groups and reward seconds, for the events.
+    prompts: list[str]
+    rewards: torch.Tensor
+    zero_std_groups: tuple[int, ...]
+    reward_seconds: float
+    #: perf_counter() when the rollout started and when its last result arrived.
+    started: float
+    generated: float
+
+    def for_training(self) -> _Rollout:
+        """What the other ranks receive: the same, without images (they only train)."""
+        blank = np.zeros((0, 0, 3), dtype=np.uint8)
+        return replace(
+            self,
+            results=[
+                replace(r, samples=tuple(replace(s, image=blank) for s in r.samples))
+                for r in self.results
+            ],
+        )
 
 
 def run(
@@ -90,20 +133,29 @@ def run(
     out_dir: Path,
     model_dir: Path | None = None,
     backend: RolloutBackend | None = None,
+    context: DistContext | None = None,
 ) -> events.RunEnded:
-    """Train ``recipe`` to ``run.max_steps`` optimizer steps; see the module docstring."""
+    """Train ``recipe`` to ``run.max_steps`` optimizer steps; see the module docstring.
+
+    ``context``: this process's rank in a group of ``layout.num_gpus`` (every rank calls ``run``
+    with the same arguments); None trains in this process alone, whatever ``num_gpus`` says.
+    """
+    sink = rank_zero_only(context, sink)
     state: _Run | None = None
     # Holds a colocated rollout server: it stops however the run ends.
     resources = ExitStack()
     try:
         with resources:
-            state = _setup(recipe, sink, should_stop, Path(out_dir), model_dir, backend, resources)
+            state = _setup(
+                recipe, sink, should_stop, Path(out_dir), model_dir, backend, context, resources
+            )
             while state.step < recipe.run.max_steps:
                 _iteration(state)
         return _end(sink, "finished", state.step)
     except Stopped as stop:
         if state is not None:
-            _checkpoint_on_stop(state)
+            stopped = state  # bound for the closure (mypy does not narrow ``state`` inside it)
+            _on_main(stopped, lambda: _checkpoint_on_stop(stopped))
         return _end(sink, stop.status, state.step if state else 0)
     except RecipeError as error:
         return _end(sink, "failed", state.step if state else 0, str(error))
@@ -120,6 +172,7 @@ def _setup(
     out_dir: Path,
     model_dir: Path | None,
     backend: RolloutBackend | None,
+    context: DistContext | None,
     resources: ExitStack,
 ) -> _Run:
     problems = recipe.validate() + check_paths(recipe)
@@ -128,16 +181,20 @@ def _setup(
     prompts = load_prompts(recipe.data)
     directory = resolve_model_dir(recipe.model.path, model_dir)
     # Servers are checked before the model loads: an unreachable URL fails the run at once.
-    if backend is None and recipe.rollout.backend == "sglang":
+    # Only rank 0 generates: the other ranks' in-process backend below is never asked.
+    main = context is None or context.is_main
+    if backend is None and recipe.rollout.backend == "sglang" and main:
         backend = remote_backend(recipe, directory, out_dir, resources)
-    model = load_model(recipe.model.family, directory)
+    # A rank's model lives where its collectives run: its own GPU under nccl, the CPU under gloo.
+    device = "cpu" if context is None else context.device
+    model = load_model(recipe.model.family, directory, device=device)
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
-    trainer = Trainer(policy, recipe)
+    trainer = Trainer(policy, recipe, context)
     state = _Run(
         recipe, sink, should_stop, out_dir, model, backend or InProcessBackend(model), policy,
-        trainer, prompts, build_rewards(recipe.rewards),
+        trainer, prompts, build_rewards(recipe.rewards), context,
     )  # fmt: skip
     folder = latest_checkpoint(out_dir)
     if folder is not None:
@@ -148,7 +205,7 @@ def _setup(
         state.step = state.checkpointed = saved.step
         sink(events.LogLine(level="info", message=f"resumed from {folder.name}"))
     # Servers start from the base weights (or another run's): give them this run's.
-    _sync_weights(state)
+    _on_main(state, lambda: _sync_weights(state))
     sink(
         events.RunStarted(
             recipe=recipe.to_dict(), layout=layout(recipe).to_dict(), start_step=state.step
@@ -158,9 +215,29 @@ def _setup(
 
 
 def _iteration(state: _Run) -> None:
+    rollout_index = state.step // state.recipe.layout.num_steps_per_rollout
+    plan = layout(state.recipe, rollout_index)
+    # 1-4 on rank 0; every rank gets what training needs.
+    rollout = _on_main(
+        state, lambda: _roll_out(state, rollout_index, plan), share=_Rollout.for_training
+    )
+
+    # 5. Update on every rank: recompute the old log-probs, then the optimizer steps.
+    update_started = time.perf_counter()
+    conditionings = _conditionings(state.model, rollout.results)
+    replay, metrics = state.trainer.train_rollout(
+        rollout.results, conditionings, rollout.advantages
+    )
+    update = _Update(state.step, replay, metrics, update_started, time.perf_counter())
+    state.step += len(metrics)
+
+    # 5-8 (report, weight sync, evaluation, checkpoint) on rank 0.
+    _on_main(state, lambda: _after_update(state, rollout_index, plan, rollout, update))
+
+
+def _roll_out(state: _Run, rollout_index: int, plan: Layout) -> _Rollout:
+    """Steps 1-4: the rollout's samples, rewards and advantages; reports the rollout."""
     recipe, sink = state.recipe, state.sink
-    rollout_index = state.step // recipe.layout.num_steps_per_rollout
-    plan = layout(recipe, rollout_index)
     started = time.perf_counter()
 
     # 1. Draw this rollout's prompts from its seed (a resumed run draws the same ones).
@@ -202,36 +279,64 @@ def _iteration(state: _Run) -> None:
         )
     )
     _check(state)
+    return _Rollout(
+        results=results,
+        advantages=_split(advantages.advantages.flatten(), results),
+        prompts=prompts,
+        rewards=rewards,
+        zero_std_groups=advantages.zero_std_groups,
+        reward_seconds=scored.reward_seconds,
+        started=started,
+        generated=generated,
+    )
 
-    # 5. Update: recompute the old log-probs, then the optimizer steps.
-    update_started = time.perf_counter()
-    per_request = _split(advantages.advantages.flatten(), results)
-    conditionings = _conditionings(state.model, results)
-    replay, metrics = state.trainer.train_rollout(results, conditionings, per_request)
-    for offset, step_metrics in enumerate(metrics, start=1):
+
+class _Update(NamedTuple):
+    """Step 5's outcome on every rank."""
+
+    #: The step the update started from.
+    first_step: int
+    replay: Replay
+    metrics: list[StepMetrics]
+    #: perf_counter() around the update.
+    started: float
+    finished: float
+
+
+def _after_update(
+    state: _Run,
+    rollout_index: int,
+    plan: Layout,
+    rollout: _Rollout,
+    update: _Update,
+) -> None:
+    """Steps 5 (its events and weight sync) to 8, once every rank took ``update``'s steps."""
+    recipe, sink = state.recipe, state.sink
+    for offset, step_metrics in enumerate(update.metrics, start=1):
         sink(
             events.TrainStepFinished(
-                step=state.step + offset, rollout_index=rollout_index, **step_metrics._asdict()
+                step=update.first_step + offset,
+                rollout_index=rollout_index,
+                **step_metrics._asdict(),
             )
         )
-    state.step += len(metrics)
-    trained = time.perf_counter()
+    train_seconds = update.finished - update.started
     sync_seconds = _sync_weights(state)
     # Health: the checks that need no extra work (docs/health-checks.md).
     sink(
         rollout_health(
             state.step,
-            results=results,
-            rewards=rewards,
-            zero_std_groups=advantages.zero_std_groups,
-            replay=replay,
+            results=rollout.results,
+            rewards=rollout.rewards,
+            zero_std_groups=rollout.zero_std_groups,
+            replay=update.replay,
             phase_seconds=phase_seconds(
-                results,
-                reward=scored.reward_seconds,
-                train=trained - update_started,
+                rollout.results,
+                reward=rollout.reward_seconds,
+                train=train_seconds,
                 weight_sync=sync_seconds,
             ),
-            prompts=prompts,
+            prompts=rollout.prompts,
             sde_window_size=recipe.sampler.sde_window_size,
             reward_names=[spec.name for spec in recipe.rewards],
         )
@@ -243,20 +348,26 @@ def _iteration(state: _Run) -> None:
         _evaluate(state)
 
     # 7. Report where the time went.
+    elapsed = update.finished - rollout.started
     sink(
         events.Throughput(
             step=state.step,
-            images_per_second=plan.samples_per_rollout / max(trained - started, 1e-9),
-            rollout_seconds=generated - started,
-            reward_seconds=scored.reward_seconds,
-            train_seconds=trained - update_started,
+            images_per_second=plan.samples_per_rollout / max(elapsed, 1e-9),
+            rollout_seconds=rollout.generated - rollout.started,
+            reward_seconds=rollout.reward_seconds,
+            train_seconds=train_seconds,
             weight_sync_seconds=sync_seconds,
         )
     )
 
-    # 8. Checkpoint when due, and at the end.
+    # 8. Checkpoint when due, and at the end (the ranks hold identical weights: rank 0 writes).
     if _due(state.step, recipe.run.checkpoint_every, recipe.run.max_steps):
         _save(state)
+
+
+def _on_main(state: _Run, work: Callable[[], T], share: Callable[[T], T] = lambda v: v) -> T:
+    """``work`` on rank 0 (here, without a group); a stop there stops every rank."""
+    return on_rank_zero(state.context, work, share=share, passes=(Stopped,))
 
 
 def _check(state: _Run) -> None:

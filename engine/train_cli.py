@@ -1,7 +1,10 @@
-"""``python -m engine train``: one run in this process, with a progress line and Ctrl-C.
+"""``python -m engine train``: one run, with a progress line and Ctrl-C.
 
-The first Ctrl-C asks the loop to stop between phases (the run ends ``interrupted``, resumable
-by running the same command); a second one stops at once.
+The run trains in ``--nproc`` ranks (``engine.ranks.train``; by default the recipe's
+``num_gpus``, gloo on CPU when there is no GPU): one trains in this process, more are
+subprocesses this process supervises. The first Ctrl-C asks the loop to stop between phases (the
+run ends ``interrupted``, resumable by running the same command); a second one stops at once
+(and kills the ranks).
 """
 
 from __future__ import annotations
@@ -60,8 +63,8 @@ class Progress:
         self.out.flush()
 
 
-def train(recipe: Recipe, out_dir: Path, out: TextIO = sys.stdout) -> int:
-    from engine.loop import run
+def train(recipe: Recipe, out_dir: Path, out: TextIO = sys.stdout, nproc: int | None = None) -> int:
+    from engine.ranks import train as train_ranks
 
     jsonl = JsonlSink(out_dir)
     progress = Progress(recipe.run.max_steps, out)
@@ -79,11 +82,12 @@ def train(recipe: Recipe, out_dir: Path, out: TextIO = sys.stdout) -> int:
 
     previous = signal.signal(signal.SIGINT, interrupt)
     try:
-        ended = run(
+        ended = train_ranks(
             recipe,
             sink,
             lambda: "interrupted" if stop["requested"] else None,
             out_dir=out_dir,
+            nproc=nproc,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -5,8 +5,10 @@ message does nothing; a run the owner's concurrent-run limit holds back stays qu
 offered again later (``webapp.runs.queue``). Cancellation is cooperative: the loop asks
 ``should_stop`` between phases, and it answers ``cancelled`` once a user asked to cancel,
 ``interrupted`` once the worker is shutting down (Ctrl-C, SIGTERM), so the run can resume from
-its last checkpoint. Once a run stopped, ``after_run`` measures its disk use, offers the owner's
-next held run and sends the notifications.
+its last checkpoint. A recipe with ``num_gpus`` > 1 trains in that many rank subprocesses of
+this task (``engine.ranks.train``: rank 0's events come back here to the sink, a stop is passed
+on, and the ranks die with the worker). Once a run stopped, ``after_run`` measures its disk use,
+offers the owner's next held run and sends the notifications.
 """
 
 from __future__ import annotations
@@ -52,13 +54,13 @@ def train_run(run_id: int) -> str:
             return "cancelled"
         return None
 
-    from engine.loop import run as run_loop
+    from engine.ranks import train
 
     heartbeat.set_current_run(run_id)
     sink = RunSink(run)
     status, error = Run.Status.FAILED, ""
     try:
-        ended = run_loop(
+        ended = train(
             Recipe.from_dict(run.recipe),
             sink,
             should_stop,
