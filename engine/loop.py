@@ -186,7 +186,8 @@ def _setup(
     if backend is None and recipe.rollout.backend == "sglang" and main:
         backend = remote_backend(recipe, directory, out_dir, resources)
     # A rank's model lives where its collectives run: its own GPU under nccl, the CPU under gloo.
-    device = "cpu" if context is None else context.device
+    # One process trains on the host's first GPU when it has one.
+    device = context.device if context else ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_model(recipe.model.family, directory, device=device)
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
