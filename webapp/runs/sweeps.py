@@ -17,10 +17,10 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from engine.sweep import SweepRow, sweep_sizes
 
 from engine.problems import Problem, RecipeError
 from engine.recipe import Recipe
+from engine.sweep import SweepRow, sweep_sizes
 from webapp.core.models import WorkerHeartbeat
 from webapp.runs.models import Run, Sweep
 
