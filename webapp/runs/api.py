@@ -13,8 +13,13 @@ from typing import Any
 
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, status, viewsets
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action, api_view
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.pagination import PageNumberPagination
@@ -281,7 +286,7 @@ class RunViewSet(
         """Per-step series: reward mean/std per rollout, train metrics, evaluations, throughput."""
         return Response(run_metrics(self.get_object()))
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: dict, 404: NOT_FOUND})
     @action(detail=True, methods=["get"], url_path="export", url_name="export")
     def export(self, request: Request, pk: str | None = None) -> Response:
         """What can be downloaded: checkpoint steps (newest first), the snippet that loads the
@@ -304,13 +309,27 @@ class RunViewSet(
         parameters=[
             OpenApiParameter("format", str, enum=["json", "csv"], description="Default json.")
         ],
-        responses={(200, "application/json"): dict, (200, "text/csv"): OpenApiTypes.BINARY},
+        responses={
+            (200, "application/json"): inline_serializer(
+                "MetricRow",
+                fields={
+                    "step": serializers.IntegerField(),
+                    "rollout_index": serializers.IntegerField(),
+                },
+                many=True,
+            ),
+            (200, "text/csv"): OpenApiTypes.BINARY,
+            (404, "application/json"): NOT_FOUND,
+            # ?format=csv renders errors as text too.
+            (404, "text/csv"): OpenApiTypes.STR,
+        },
     )
     @action(
         detail=True,
         methods=["get"],
         url_path="export/metrics",
         url_name="export-metrics",
+        pagination_class=None,
         renderer_classes=[JSONRenderer, CsvErrorRenderer],
     )
     def export_metrics(self, request: Request, pk: str | None = None) -> Any:
@@ -323,7 +342,14 @@ class RunViewSet(
 
     @extend_schema(
         parameters=[OpenApiParameter("step", int, description="Only the rollout of this step.")],
-        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+        responses={
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            (400, "application/json"): INVALID,
+            (404, "application/json"): NOT_FOUND,
+            # ?format=zip renders errors as text under the zip media type.
+            (400, "application/zip"): OpenApiTypes.STR,
+            (404, "application/zip"): OpenApiTypes.STR,
+        },
     )
     @action(
         detail=True,
@@ -340,7 +366,14 @@ class RunViewSet(
         parameters=[
             OpenApiParameter("step", int, description="The checkpoint's step (default latest).")
         ],
-        responses={(200, "application/zip"): OpenApiTypes.BINARY},
+        responses={
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            (400, "application/json"): INVALID,
+            (404, "application/json"): NOT_FOUND,
+            # ?format=zip renders errors as text under the zip media type.
+            (400, "application/zip"): OpenApiTypes.STR,
+            (404, "application/zip"): OpenApiTypes.STR,
+        },
     )
     @action(
         detail=True,

@@ -94,6 +94,8 @@ class CloneSerializer(serializers.Serializer):
 class RunSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.get_username", read_only=True)
     tags = serializers.SlugRelatedField(many=True, read_only=True, slug_field="name")
+    # Empty when unset, which a "uri" format would refuse.
+    webhook_url = serializers.CharField(read_only=True, help_text="Empty when unset.")
     links = serializers.SerializerMethodField()
 
     class Meta:

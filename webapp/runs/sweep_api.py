@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from engine.problems import RecipeError
 from webapp.runs import services
-from webapp.runs.api import Pages
+from webapp.runs.api import INVALID, NOT_FOUND, Pages
 from webapp.runs.models import Run, Sweep
 from webapp.runs.serializers import SweepCreateSerializer, SweepSerializer, problems_as_errors
 from webapp.runs.sweep_views import visible_sweeps
@@ -33,7 +33,18 @@ class SweepViewSet(
     def get_queryset(self) -> Any:
         return visible_sweeps(self.request.user)
 
-    @extend_schema(request=SweepCreateSerializer, responses={201: SweepSerializer})
+    @extend_schema(responses={200: SweepSerializer(many=True), 404: NOT_FOUND})
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: SweepSerializer, 404: NOT_FOUND})
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(
+        request=SweepCreateSerializer,
+        responses={201: SweepSerializer, 400: INVALID},
+    )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = SweepCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
