@@ -232,7 +232,8 @@ def run_profile(args: Any) -> str:
     log_path = var_dir / "serve.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            [sys.executable, "manage.py", "serve", "--port", str(port),
+             "--web-workers", str(args.web_workers)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -278,6 +279,7 @@ def run_profile(args: Any) -> str:
     for problem in api.first_errors + sockets.first_errors:
         print("error:", problem)
     name = "embedded (SQLite, file broker)" if args.profile == "embedded" else "PostgreSQL + Redis"
+    name += f", {args.web_workers} web process{'es' if args.web_workers > 1 else ''}"
     return (
         f"| {name} | {sent} | {api.errors} | {api50:.0f} | {api95:.0f} "
         f"| {args.viewers} | {len(sockets.latencies_ms)} | {sockets.errors} | {ws50:.0f} "
@@ -291,6 +293,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--rate", type=float, default=100.0, help="API requests per second")
+    parser.add_argument("--web-workers", type=int, default=1, help="server processes (serve)")
     args = parser.parse_args()
     row = run_profile(args)
     machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}"
@@ -298,7 +301,8 @@ def main() -> None:
         [
             f"### Load, {args.profile} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
             "",
-            f"`bench/load.py --profile {args.profile}`: {args.viewers} sockets on a training "
+            f"`bench/load.py --profile {args.profile} --web-workers {args.web_workers}`: "
+            f"{args.viewers} sockets on a training "
             f"tiny-color run plus {args.rate:g} API requests/s for {args.seconds:g} s, server, "
             "worker and load generator on the same machine. Delivery: engine event time to "
             "socket receipt.",

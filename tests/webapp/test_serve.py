@@ -115,3 +115,10 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
             time.sleep(0.2)
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", dashboard.port), timeout=2).close()
+
+
+def test_web_workers_below_one_are_refused_before_anything_starts() -> None:
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="--web-workers=0: use 1 or more"):
+        call_command("serve", "--web-workers", "0", "--port", "1")

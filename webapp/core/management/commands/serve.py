@@ -31,9 +31,18 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-worker", action="store_true", help="Run only the server (workers run elsewhere)."
         )
+        parser.add_argument(
+            "--web-workers",
+            type=int,
+            default=1,
+            help="Server processes: Django runs each process's sync views on one thread, so more "
+            "processes answer more API requests at once (docs/performance.md).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
+        if options["web_workers"] < 1:
+            raise CommandError(f"--web-workers={options['web_workers']}: use 1 or more")
         _require_free_port(host, port)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
@@ -56,6 +65,11 @@ class Command(BaseCommand):
                     "5",
                     "--log-level",
                     "warning",
+                    *(
+                        ["--workers", str(options["web_workers"])]
+                        if options["web_workers"] > 1
+                        else []
+                    ),
                 ]
             )
         }
