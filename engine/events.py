@@ -297,6 +297,18 @@ def _check_image(name: str, image: Any) -> None:
         )
 
 
+def encode_float(value: float) -> float | str:
+    """``value`` as strict JSON takes it: a non-finite float as "NaN", "Infinity", "-Infinity"."""
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def decode_float(value: float | str) -> float:
+    """The inverse of ``encode_float``."""
+    return _NON_FINITE[value] if isinstance(value, str) else float(value)
+
+
 def _encode(value: Any, encode_image: ImageEncoder) -> Any:
     if isinstance(value, Record):
         return {
@@ -311,8 +323,8 @@ def _encode(value: Any, encode_image: ImageEncoder) -> Any:
         return {str(key): _encode(item, encode_image) for key, item in value.items()}
     if isinstance(value, np.generic):
         return _encode(value.item(), encode_image)
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, float):
+        return encode_float(value)
     return value
 
 
@@ -336,5 +348,5 @@ def _decode(value: Any, hint: Any, decode_image: ImageDecoder) -> Any:
     if origin is dict:
         return {key: _decode(item, args[1], decode_image) for key, item in value.items()}
     if hint is float:
-        return _NON_FINITE[value] if isinstance(value, str) else float(value)
+        return decode_float(value)
     return value

@@ -52,7 +52,7 @@ from engine.rollout.launch import remote_backend
 from engine.rollout.plan import evaluation_requests, rollout_requests
 from engine.rollout.types import RolloutRequest, RolloutResult
 from engine.rollout.weights import save_weights
-from engine.trainer import Replay, StepMetrics, Trainer
+from engine.trainer import Replay, StepMetrics, Trainer, rollout_conditionings
 from engine.validation import check_paths
 
 logger = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def _iteration(state: _Run) -> None:
 
     # 5. Update on every rank: recompute the old log-probs, then the optimizer steps.
     update_started = time.perf_counter()
-    conditionings = _conditionings(state.model, rollout.results)
+    conditionings = rollout_conditionings(state.model, rollout.results)
     replay, metrics = state.trainer.train_rollout(
         rollout.results, conditionings, rollout.advantages
     )
@@ -423,24 +423,6 @@ def _sync_weights(state: _Run) -> float:
 
 def _due(step: int, every: int, last: int) -> bool:
     return step == last or (every > 0 and step % every == 0)
-
-
-def _conditionings(model: FlowModel, results: list[RolloutResult]) -> list:
-    """Each request's conditioning repeated to its M rows; each prompt encoded once."""
-    encoded = {}
-    out = []
-    for result in results:
-        request = result.request
-        negative = (
-            [request.negative_prompt]
-            if model.needs_negative(request.guidance_scale, request.true_cfg_scale)
-            else None
-        )
-        key = (request.prompt, request.negative_prompt, negative is not None)
-        if key not in encoded:
-            encoded[key] = model.encode_prompts([request.prompt], negative)
-        out.append(encoded[key].repeat(request.num_outputs))
-    return out
 
 
 def _split(flat: torch.Tensor, results: list[RolloutResult]) -> list[torch.Tensor]:

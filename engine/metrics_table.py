@@ -18,6 +18,8 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from engine.events import decode_float, encode_float
+
 #: The columns, in order: train metrics, then the rollout's and the evaluation's rewards.
 COLUMNS = (
     "step",
@@ -36,7 +38,6 @@ COLUMNS = (
     "eval_reward_mean",
 )
 _TRAIN = COLUMNS[:11]
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def metric_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -99,9 +100,7 @@ def dumps(rows: Iterable[Mapping[str, Any]]) -> str:
 
 
 def _number(value: Any) -> Any:
-    if isinstance(value, str):
-        return _NON_FINITE[value]
-    return value
+    return decode_float(value) if isinstance(value, str) else value
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -113,6 +112,4 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
+    return encode_float(value) if isinstance(value, float) else value

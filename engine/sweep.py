@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from engine.advantages import group_advantages
+from engine.events import decode_float, encode_float
 from engine.health import phase_seconds
 from engine.layout import layout
 from engine.memory import MemoryProbe
 from engine.models.base import FlowModel
-from engine.models.conditioning import Conditioning
 from engine.models.loading import load_model, resolve_model_dir
 from engine.overrides import apply_overrides
 from engine.policy import Policy
@@ -41,7 +41,7 @@ from engine.rewards import Reward, RewardScorer, build_rewards
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.rollout.types import RolloutResult
-from engine.trainer import Trainer
+from engine.trainer import Trainer, rollout_conditionings
 from engine.validation import check_paths, divisors
 
 SCHEMA_VERSION = 1
@@ -54,8 +54,6 @@ LOG_PROB_TOLERANCE = 1e-3
 
 #: (rollout index, seed) -> (image, log-probs): one size's samples, to compare sizes by seed.
 Samples = dict[tuple[int, int], tuple[np.ndarray, torch.Tensor]]
-
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 @dataclass(frozen=True)
@@ -140,13 +138,13 @@ class SweepRow:
         return cls(
             **{
                 **data,
-                "images_per_second": _float(data["images_per_second"]),
-                "dit_forwards_per_second": _float(data["dit_forwards_per_second"]),
-                "end_to_end_images_per_second": _float(data["end_to_end_images_per_second"]),
-                "iteration_seconds": _float(data["iteration_seconds"]),
-                "phase_seconds": {k: _float(v) for k, v in data["phase_seconds"].items()},
-                "max_log_prob_diff": _float(data["max_log_prob_diff"]),
-                "replay_max_deviation": None if replay is None else _float(replay),
+                "images_per_second": decode_float(data["images_per_second"]),
+                "dit_forwards_per_second": decode_float(data["dit_forwards_per_second"]),
+                "end_to_end_images_per_second": decode_float(data["end_to_end_images_per_second"]),
+                "iteration_seconds": decode_float(data["iteration_seconds"]),
+                "phase_seconds": {k: decode_float(v) for k, v in data["phase_seconds"].items()},
+                "max_log_prob_diff": decode_float(data["max_log_prob_diff"]),
+                "replay_max_deviation": None if replay is None else decode_float(replay),
             }
         )
 
@@ -200,12 +198,12 @@ class SweepReport:
             update=data["update"],
             memory_source=data["memory_source"],
             image_tolerance=data["image_tolerance"],
-            log_prob_tolerance=_float(data["log_prob_tolerance"]),
+            log_prob_tolerance=decode_float(data["log_prob_tolerance"]),
             machine=Machine(**data["machine"]),
             rows=tuple(SweepRow.from_dict(row) for row in data["rows"]),
             within_tolerance=tuple(data["within_tolerance"]),
             best_size=data["best_size"],
-            created=_float(data["created"]),
+            created=decode_float(data["created"]),
         )
 
 
@@ -413,27 +411,14 @@ class _Bench:
             adv_clip_max=recipe.optimiser.adv_clip_max,
         ).advantages.flatten()
         per_request = list(torch.split(advantages, [len(r.samples) for r in results]))
-        replay, _ = trainer.train_rollout(results, _conditionings(self.model, results), per_request)
+        replay, _ = trainer.train_rollout(
+            results, rollout_conditionings(self.model, results), per_request
+        )
         return replay.max_ratio_deviation if replay.finite else math.nan
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def _conditionings(model: FlowModel, results: list[RolloutResult]) -> list[Conditioning]:
-    """Each request's conditioning repeated to its M rows; each prompt encoded once."""
-    encoded: dict[tuple[str, str, bool], Conditioning] = {}
-    out = []
-    for result in results:
-        request = result.request
-        needs = model.needs_negative(request.guidance_scale, request.true_cfg_scale)
-        key = (request.prompt, request.negative_prompt, needs)
-        if key not in encoded:
-            negative = [request.negative_prompt] if needs else None
-            encoded[key] = model.encode_prompts([request.prompt], negative)
-        out.append(encoded[key].repeat(request.num_outputs))
-    return out
 
 
 class Differences(NamedTuple):
@@ -467,15 +452,11 @@ def sample_differences(reference: Samples, samples: Samples) -> Differences:
     return Differences(image_diff, log_prob_diff, same)
 
 
-def _float(value: Any) -> float:
-    return _NON_FINITE[value] if isinstance(value, str) else float(value)
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, float):
+        return encode_float(value)
     return value

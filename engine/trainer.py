@@ -28,6 +28,7 @@ import torch
 
 from engine import distributed
 from engine.distributed import DistContext
+from engine.models.base import FlowModel
 from engine.models.conditioning import Conditioning
 from engine.policy import Policy
 from engine.recipe import Recipe
@@ -267,6 +268,22 @@ class Trainer:
             ],
             dim=1,
         )
+
+
+def rollout_conditionings(model: FlowModel, results: Sequence[RolloutResult]) -> list[Conditioning]:
+    """What ``train_rollout`` takes: each request's conditioning repeated to its M rows, each
+    prompt (with its negative prompt when guidance needs one) encoded once."""
+    encoded: dict[tuple[str, str, bool], Conditioning] = {}
+    out = []
+    for result in results:
+        request = result.request
+        needs = model.needs_negative(request.guidance_scale, request.true_cfg_scale)
+        key = (request.prompt, request.negative_prompt, needs)
+        if key not in encoded:
+            negative = [request.negative_prompt] if needs else None
+            encoded[key] = model.encode_prompts([request.prompt], negative)
+        out.append(encoded[key].repeat(request.num_outputs))
+    return out
 
 
 def clipped_surrogate(

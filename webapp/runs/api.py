@@ -59,6 +59,14 @@ NOT_FOUND = OpenApiResponse(
     DetailSerializer, description="No such run among those you may see, or no such page."
 )
 CONFLICT = OpenApiResponse(DetailSerializer, description="The run's status does not allow it.")
+#: A zip download's answers; ``?format=zip`` renders errors as text under the zip media type.
+ZIP_DOWNLOAD = {
+    (200, "application/zip"): OpenApiTypes.BINARY,
+    (400, "application/json"): INVALID,
+    (404, "application/json"): NOT_FOUND,
+    (400, "application/zip"): OpenApiTypes.STR,
+    (404, "application/zip"): OpenApiTypes.STR,
+}
 TOO_MANY = OpenApiResponse(
     DetailSerializer,
     description="Run-creation limit reached (GROUPWISE_RUN_CREATE_LIMIT); see Retry-After.",
@@ -342,14 +350,7 @@ class RunViewSet(
 
     @extend_schema(
         parameters=[OpenApiParameter("step", int, description="Only the rollout of this step.")],
-        responses={
-            (200, "application/zip"): OpenApiTypes.BINARY,
-            (400, "application/json"): INVALID,
-            (404, "application/json"): NOT_FOUND,
-            # ?format=zip renders errors as text under the zip media type.
-            (400, "application/zip"): OpenApiTypes.STR,
-            (404, "application/zip"): OpenApiTypes.STR,
-        },
+        responses=ZIP_DOWNLOAD,
     )
     @action(
         detail=True,
@@ -366,14 +367,7 @@ class RunViewSet(
         parameters=[
             OpenApiParameter("step", int, description="The checkpoint's step (default latest).")
         ],
-        responses={
-            (200, "application/zip"): OpenApiTypes.BINARY,
-            (400, "application/json"): INVALID,
-            (404, "application/json"): NOT_FOUND,
-            # ?format=zip renders errors as text under the zip media type.
-            (400, "application/zip"): OpenApiTypes.STR,
-            (404, "application/zip"): OpenApiTypes.STR,
-        },
+        responses=ZIP_DOWNLOAD,
     )
     @action(
         detail=True,
