@@ -79,13 +79,16 @@ def test_two_workers_take_two_runs_at_once_each_claimed_once(
             for run in (second, first, second)
         ]
         answers = [message.get(timeout=600) for message in messages]
+        # A worker stores a task's result before it logs the task's success, so the logs are
+        # only complete once both workers have shut down (warm shutdown: SIGTERM, then wait).
+        assert (worker_a.stop(), worker_b.stop()) == (0, 0)
         logs = worker_a.log() + worker_b.log()
         assert sorted(answers) == ["finished", "finished", "skipped", "skipped"], logs
         finished_by = [
             len(re.findall(r"Task runs\.train_run\[[^\]]+\] succeeded in [^:]+: 'finished'", log))
             for log in (worker_a.log(), worker_b.log())
         ]
-    assert finished_by == [1, 1], "each worker trained one run"
+    assert finished_by == [1, 1], logs
     for run in (first, second):
         run.refresh_from_db()
         assert (run.status, run.attempts, run.step) == ("finished", 1, 2), logs
