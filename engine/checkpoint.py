@@ -25,8 +25,9 @@ from engine.recipe import flatten
 
 FORMAT = 1
 FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
-#: Settings a resumed run may change: how long it runs and how often it reports.
-RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.eval_every")
+#: Settings a resumed run may change: how long it runs, how often it reports, and whether its
+#: ranks shard the model (a checkpoint holds whole weights either way).
+RESUMABLE_CHANGES = ("run.max_steps", "run.checkpoint_every", "run.eval_every", "layout.fsdp")
 
 
 class CheckpointError(ValueError):

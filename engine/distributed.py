@@ -1,5 +1,6 @@
 """Data-parallel training through ``torch.distributed``: the process group, the split of a
-rollout's samples over ranks, the gradient and metric all-reduces, FSDP, and a launcher.
+rollout's samples over ranks, the gradient and metric all-reduces, object broadcasts and
+gathers, and a launcher (FSDP sharding is ``engine.fsdp``).
 
 Every rank holds the whole rollout and trains on its ``shard`` of each optimizer step's samples
 (``global_batch_size / num_gpus`` of them, DESIGN.md section 1). A rank's loss is the mean over its
@@ -22,19 +23,15 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar, cast
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
-
-if TYPE_CHECKING:
-    # Only for the annotation: a rank that never builds a policy need not import the models.
-    from engine.policy import Policy
 
 T = TypeVar("T")
 Op = Literal["sum", "min", "max"]
@@ -55,7 +52,7 @@ class DistContext:
     local_rank: int
     #: ``nccl`` (CUDA tensors) or ``gloo`` (CPU tensors).
     backend: str
-    #: Whether FSDP shards the trainable module and reduces its gradients (``shard_policy``).
+    #: Whether FSDP shards the transformer and reduces its gradients (``engine.fsdp``).
     fsdp: bool = False
 
     @property
@@ -224,6 +221,32 @@ def broadcast_object(value: T, context: DistContext | None) -> T:
     return received
 
 
+def all_gather_objects(value: T, context: DistContext) -> list[T]:
+    """Every rank's ``value``, by rank, on every rank (like ``broadcast_object``: ``torch.save``
+    bytes, loaded onto this rank's device, so no tensor lands on another rank's GPU)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    mine = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(context.device)
+    sizes = [
+        torch.zeros(1, dtype=torch.int64, device=context.device) for _ in range(context.world_size)
+    ]
+    dist.all_gather(sizes, torch.tensor([mine.numel()], dtype=torch.int64, device=context.device))
+    longest = max(int(size.item()) for size in sizes)
+    # all_gather moves tensors of one shape: pad every payload to the longest.
+    padded = torch.zeros(longest, dtype=torch.uint8, device=context.device)
+    padded[: mine.numel()] = mine
+    payloads = [torch.empty_like(padded) for _ in range(context.world_size)]
+    dist.all_gather(payloads, padded)
+    return [
+        torch.load(
+            io.BytesIO(payload[: int(size.item())].cpu().numpy().tobytes()),
+            map_location=context.device,
+            weights_only=False,
+        )
+        for payload, size in zip(payloads, sizes, strict=True)
+    ]
+
+
 def on_rank_zero(
     context: DistContext | None,
     work: Callable[[], T],
@@ -276,39 +299,6 @@ def rank_zero_only(context: DistContext | None, action: Callable[..., None]) -> 
         return None
 
     return skip
-
-
-def shard_policy(policy: Policy, context: DistContext) -> DistContext:
-    """Shard the policy's transformer with FSDP (``fully_shard``) when the group runs on CUDA.
-
-    Each block of the transformer, then the transformer itself, becomes an FSDP unit: weights,
-    gradients and optimizer state are split over the ranks, and FSDP's reduce-scatter averages
-    the gradients, so the trainer skips ``average_gradients``. Call it after the model is on
-    this rank's GPU and before the ``Trainer`` (its optimizer must see the sharded parameters).
-    Returns the context with ``fsdp`` set; on CPU (gloo) it changes nothing. Not exercised on
-    this project's CPU test machines: see docs/engine.md.
-    """
-    if context.backend != "nccl":
-        return context
-    from torch.distributed.fsdp import fully_shard
-
-    transformer = policy.model.transformer
-    for block in _blocks(transformer):
-        fully_shard(block)
-    fully_shard(transformer)
-    policy.parameters = [p for p in transformer.parameters() if p.requires_grad]
-    return replace(context, fsdp=True)
-
-
-def _blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks of a diffusers DiT (``transformer_blocks``, FLUX's
-    ``single_transformer_blocks``): the natural FSDP units."""
-    return [
-        block
-        for name, child in module.named_children()
-        if name.endswith("blocks") and isinstance(child, torch.nn.ModuleList)
-        for block in child
-    ]
 
 
 def free_port() -> int:

@@ -10,13 +10,16 @@ returns, and emits, the ``RunEnded`` event that says how the run ended. A run wh
 holds a checkpoint resumes from it and continues exactly as if it had not stopped.
 
 With a ``context`` the process is one rank of a data-parallel group of ``layout.num_gpus``
-(``engine.distributed``; ``engine.ranks`` starts such a group). Rank 0 alone runs steps 1-4 and
-hands every rank the rollout (``on_rank_zero``: results without their images, advantages); every
-rank encodes the prompts and trains its share in step 5; rank 0 alone runs the rest (events,
-weight sync, evaluation, checkpoints: the ranks hold identical weights) while the others wait.
-``should_stop`` is asked on rank 0 only, inside its phases, so a stop reaches every rank at the
-same point; a failure in rank 0's phases ends every rank. Only rank 0 emits events. Every rank
-resumes from the same checkpoint.
+(``engine.distributed``; ``engine.ranks`` starts such a group). With ``layout.fsdp`` the ranks
+shard the transformer (``engine.fsdp``), else each holds a whole copy. In process, every rank
+generates its share of each round of requests and receives everyone's results
+(``engine.rollout.spread``), for rollouts and evaluation alike; with servers, rank 0 alone drives
+them. Rank 0 alone scores and computes advantages and hands every rank what training needs
+(``on_rank_zero``); every rank encodes the prompts and trains its share in step 5. Gathering the
+weights for servers and checkpoints is a collective of every rank; rank 0 alone sends and writes
+them and emits the events, while the others wait. ``should_stop`` is asked on rank 0 only, and
+its answer travels with the next collective, so a stop reaches every rank at the same point; a
+failure in rank 0's phases ends every rank. Every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple, TypeVar
@@ -37,6 +40,7 @@ from engine import events
 from engine.advantages import group_advantages
 from engine.checkpoint import CheckpointState, latest_checkpoint, load_checkpoint, save_checkpoint
 from engine.distributed import DistContext, on_rank_zero, rank_zero_only
+from engine.fsdp import full_state, load_full_state, shard_policy
 from engine.health import phase_seconds, rollout_health
 from engine.layout import Layout, layout
 from engine.models.base import FlowModel
@@ -50,6 +54,7 @@ from engine.rollout.backend import RolloutBackend
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.launch import remote_backend
 from engine.rollout.plan import evaluation_requests, rollout_requests
+from engine.rollout.spread import generate_spread
 from engine.rollout.types import RolloutRequest, RolloutResult
 from engine.rollout.weights import save_weights
 from engine.trainer import Replay, StepMetrics, Trainer, rollout_conditionings
@@ -91,6 +96,10 @@ class _Run:
     reward: Reward
     #: This rank's place in a data-parallel group; None trains in this process alone.
     context: DistContext | None = None
+    #: Whether every rank generates its share in process (``engine.rollout.spread``).
+    spread: bool = False
+    #: Whether the backend's servers load the trained weights after each update.
+    syncs: bool = False
     step: int = 0
     #: The last step rank 0 saved (only rank 0 saves, so only its value is kept up to date).
     checkpointed: int = -1
@@ -153,9 +162,9 @@ def run(
                 _iteration(state)
         return _end(sink, "finished", state.step)
     except Stopped as stop:
+        # Every rank stops at the same point (the stop travels with a collective).
         if state is not None:
-            stopped = state  # bound for the closure (mypy does not narrow ``state`` inside it)
-            _on_main(stopped, lambda: _checkpoint_on_stop(stopped))
+            _checkpoint_on_stop(state)
         return _end(sink, stop.status, state.step if state else 0)
     except RecipeError as error:
         return _end(sink, "failed", state.step if state else 0, str(error))
@@ -183,7 +192,10 @@ def _setup(
     # Servers are checked before the model loads: an unreachable URL fails the run at once.
     # Only rank 0 generates: the other ranks' in-process backend below is never asked.
     main = context is None or context.is_main
-    if backend is None and recipe.rollout.backend == "sglang" and main:
+    servers = backend is None and recipe.rollout.backend == "sglang"
+    syncs = servers or hasattr(backend, "sync_weights")
+    spread = context is not None and context.world_size > 1 and backend is None and not servers
+    if servers and main:
         backend = remote_backend(recipe, directory, out_dir, resources)
     # A rank's model lives where its collectives run: its own GPU under nccl, the CPU under gloo.
     # One process trains on the host's first GPU when it has one.
@@ -192,21 +204,22 @@ def _setup(
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
+    if context is not None and recipe.layout.fsdp:
+        context = shard_policy(policy, context)
     trainer = Trainer(policy, recipe, context)
     state = _Run(
         recipe, sink, should_stop, out_dir, model, backend or InProcessBackend(model), policy,
-        trainer, prompts, build_rewards(recipe.rewards), context,
+        trainer, prompts, build_rewards(recipe.rewards), context, spread, syncs,
     )  # fmt: skip
     folder = latest_checkpoint(out_dir)
     if folder is not None:
         saved = load_checkpoint(folder, recipe.to_dict())
-        policy.load_state_dict(saved.model)
-        trainer.optimizer.load_state_dict(saved.optimizer)
+        load_full_state(policy, trainer.optimizer, saved.model, saved.optimizer)
         torch.set_rng_state(saved.rng["torch"])
         state.step = state.checkpointed = saved.step
         sink(events.LogLine(level="info", message=f"resumed from {folder.name}"))
     # Servers start from the base weights (or another run's): give them this run's.
-    _on_main(state, lambda: _sync_weights(state))
+    _sync_weights(state)
     sink(
         events.RunStarted(
             recipe=recipe.to_dict(), layout=layout(recipe).to_dict(), start_step=state.step
@@ -218,10 +231,8 @@ def _setup(
 def _iteration(state: _Run) -> None:
     rollout_index = state.step // state.recipe.layout.num_steps_per_rollout
     plan = layout(state.recipe, rollout_index)
-    # 1-4 on rank 0; every rank gets what training needs.
-    rollout = _on_main(
-        state, lambda: _roll_out(state, rollout_index, plan), share=_Rollout.for_training
-    )
+    # 1-4; every rank gets what training needs.
+    rollout = _roll_out(state, rollout_index, plan)
 
     # 5. Update on every rank: recompute the old log-probs, then the optimizer steps.
     update_started = time.perf_counter()
@@ -232,29 +243,97 @@ def _iteration(state: _Run) -> None:
     update = _Update(state.step, replay, metrics, update_started, time.perf_counter())
     state.step += len(metrics)
 
-    # 5-8 (report, weight sync, evaluation, checkpoint) on rank 0.
-    _on_main(state, lambda: _after_update(state, rollout_index, plan, rollout, update))
+    # 5 (weight sync) to 8 (checkpoint).
+    _after_update(state, rollout_index, plan, rollout, update)
 
 
 def _roll_out(state: _Run, rollout_index: int, plan: Layout) -> _Rollout:
-    """Steps 1-4: the rollout's samples, rewards and advantages; reports the rollout."""
-    recipe, sink = state.recipe, state.sink
+    """Steps 1-4 on every rank: the rollout (its images on rank 0 alone when rank 0 generated it
+    alone), its rewards and advantages; rank 0 reports it."""
+    if not state.spread:
+        return _on_main(
+            state, lambda: _roll_out_alone(state, rollout_index, plan), share=_Rollout.for_training
+        )
+    assert state.context is not None
+    _on_main(state, lambda: _check(state))
     started = time.perf_counter()
+    prompts, requests = _requests(state, rollout_index, plan)
+    main = state.context.is_main
+    results: list[RolloutResult] = []
+    scorer = RewardScorer(state.reward) if main else None
+    with scorer or nullcontext():
+        # 2-3. Every rank generates its share of each round; rank 0 scores each round while the
+        # next one is generated.
+        for round_results in generate_spread(
+            state.backend, requests, state.context, lambda: _check(state), (Stopped,)
+        ):
+            results.extend(round_results)
+            for result in round_results:
+                if scorer is not None:
+                    _submit(scorer, result)
+        generated = time.perf_counter()
 
-    # 1. Draw this rollout's prompts from its seed (a resumed run draws the same ones).
+        def advance() -> _Rollout:
+            assert scorer is not None  # rank 0 runs it, and rank 0 has the scorer
+            return _advance(
+                state, rollout_index, plan, prompts, requests, results, scorer, started, generated
+            )
+
+        rollout = _on_main(
+            state,
+            advance,
+            # The other ranks hold the results already: only the rest travels.
+            share=lambda full: replace(full, results=[]),
+        )
+    return rollout if main else replace(rollout, results=results)
+
+
+def _roll_out_alone(state: _Run, rollout_index: int, plan: Layout) -> _Rollout:
+    """Steps 1-4 in this process: the rollout's samples, rewards and advantages; reports them."""
     _check(state)
-    prompts = draw_prompts(state.prompts.train, plan.rollout_seed, recipe.layout.rollout_batch_size)
-
+    started = time.perf_counter()
+    prompts, requests = _requests(state, rollout_index, plan)
     # 2-3. Roll out in microgroups; each is scored while the next ones are generated.
-    requests = rollout_requests(recipe, prompts, rollout_index)
     arrived: list[RolloutResult] = []
     with RewardScorer(state.reward) as scorer:
         for result in _generate(state, requests):
             arrived.append(result)
-            count = result.request.num_outputs
-            scorer.submit(result.images, [result.request.prompt] * count, [{}] * count)
+            _submit(scorer, result)
         generated = time.perf_counter()
-        scored = scorer.results()
+        return _advance(
+            state, rollout_index, plan, prompts, requests, arrived, scorer, started, generated
+        )
+
+
+def _requests(
+    state: _Run, rollout_index: int, plan: Layout
+) -> tuple[list[str], list[RolloutRequest]]:
+    """1. Draw this rollout's prompts from its seed (a resumed run draws the same ones), and
+    the rollout's requests."""
+    recipe = state.recipe
+    prompts = draw_prompts(state.prompts.train, plan.rollout_seed, recipe.layout.rollout_batch_size)
+    return prompts, rollout_requests(recipe, prompts, rollout_index)
+
+
+def _submit(scorer: RewardScorer, result: RolloutResult) -> None:
+    count = result.request.num_outputs
+    scorer.submit(result.images, [result.request.prompt] * count, [{}] * count)
+
+
+def _advance(
+    state: _Run,
+    rollout_index: int,
+    plan: Layout,
+    prompts: list[str],
+    requests: Sequence[RolloutRequest],
+    arrived: list[RolloutResult],
+    scorer: RewardScorer,
+    started: float,
+    generated: float,
+) -> _Rollout:
+    """3 (the scores, once all arrived) and 4; reports the rollout."""
+    recipe, sink = state.recipe, state.sink
+    scored = scorer.results()
     results, scores, components = _in_request_order(
         requests, arrived, scored.scores(), scored.components()
     )
@@ -311,26 +390,61 @@ def _after_update(
     rollout: _Rollout,
     update: _Update,
 ) -> None:
-    """Steps 5 (its events and weight sync) to 8, once every rank took ``update``'s steps."""
-    recipe, sink = state.recipe, state.sink
+    """Steps 5 (its events and weight sync) to 8 on every rank, once every rank took
+    ``update``'s steps; rank 0 alone reports."""
+    recipe = state.recipe
+    _on_main(state, lambda: _report_steps(state, rollout_index, update))
+    train_seconds = update.finished - update.started
+    sync_seconds = _sync_weights(state)
+    _on_main(
+        state, lambda: _report_health(state, rollout, update.replay, train_seconds, sync_seconds)
+    )
+
+    # 6. Evaluate when due, and at the end.
+    if _due(state.step, recipe.run.eval_every, recipe.run.max_steps):
+        _on_main(state, lambda: _check(state))
+        _evaluate(state)
+
+    # 7. Report where the time went.
+    elapsed = update.finished - rollout.started
+    throughput = events.Throughput(
+        step=state.step,
+        images_per_second=plan.samples_per_rollout / max(elapsed, 1e-9),
+        rollout_seconds=rollout.generated - rollout.started,
+        reward_seconds=rollout.reward_seconds,
+        train_seconds=train_seconds,
+        weight_sync_seconds=sync_seconds,
+    )
+    _on_main(state, lambda: state.sink(throughput))
+
+    # 8. Checkpoint when due, and at the end.
+    if _due(state.step, recipe.run.checkpoint_every, recipe.run.max_steps):
+        _save(state)
+
+
+def _report_steps(state: _Run, rollout_index: int, update: _Update) -> None:
     for offset, step_metrics in enumerate(update.metrics, start=1):
-        sink(
+        state.sink(
             events.TrainStepFinished(
                 step=update.first_step + offset,
                 rollout_index=rollout_index,
                 **step_metrics._asdict(),
             )
         )
-    train_seconds = update.finished - update.started
-    sync_seconds = _sync_weights(state)
-    # Health: the checks that need no extra work (docs/health-checks.md).
-    sink(
+
+
+def _report_health(
+    state: _Run, rollout: _Rollout, replay: Replay, train_seconds: float, sync_seconds: float
+) -> None:
+    """Health: the checks that need no extra work (docs/health-checks.md)."""
+    recipe = state.recipe
+    state.sink(
         rollout_health(
             state.step,
             results=rollout.results,
             rewards=rollout.rewards,
             zero_std_groups=rollout.zero_std_groups,
-            replay=update.replay,
+            replay=replay,
             phase_seconds=phase_seconds(
                 rollout.results,
                 reward=rollout.reward_seconds,
@@ -342,28 +456,6 @@ def _after_update(
             reward_names=[spec.name for spec in recipe.rewards],
         )
     )
-
-    # 6. Evaluate when due, and at the end.
-    if _due(state.step, recipe.run.eval_every, recipe.run.max_steps):
-        _check(state)
-        _evaluate(state)
-
-    # 7. Report where the time went.
-    elapsed = update.finished - rollout.started
-    sink(
-        events.Throughput(
-            step=state.step,
-            images_per_second=plan.samples_per_rollout / max(elapsed, 1e-9),
-            rollout_seconds=rollout.generated - rollout.started,
-            reward_seconds=rollout.reward_seconds,
-            train_seconds=train_seconds,
-            weight_sync_seconds=sync_seconds,
-        )
-    )
-
-    # 8. Checkpoint when due, and at the end (the ranks hold identical weights: rank 0 writes).
-    if _due(state.step, recipe.run.checkpoint_every, recipe.run.max_steps):
-        _save(state)
 
 
 def _on_main(state: _Run, work: Callable[[], T], share: Callable[[T], T] = lambda v: v) -> T:
@@ -413,12 +505,24 @@ def _in_request_order(
 
 
 def _sync_weights(state: _Run) -> float:
-    """Load the policy's weights on the rollout servers; seconds taken (0 in process)."""
-    sync = getattr(state.backend, "sync_weights", None)
-    if sync is None:
+    """Load the policy's weights on the rollout servers; seconds taken (0 in process).
+
+    Every rank calls it: under FSDP every rank takes part in gathering the weights that rank 0
+    writes and sends.
+    """
+    if not state.syncs:
         return 0.0
-    seconds: float = sync(save_weights(state.policy, state.out_dir / SYNC_DIR))
-    return seconds
+    folder = state.out_dir / SYNC_DIR
+    main = state.context is None or state.context.is_main
+    sharded = state.context is not None and state.context.fsdp
+    saved = save_weights(state.policy, folder, write=main) if sharded else None
+
+    def send() -> float:
+        weights = saved or save_weights(state.policy, folder)
+        assert weights is not None
+        return float(state.backend.sync_weights(weights))  # type: ignore[attr-defined]
+
+    return _on_main(state, send)
 
 
 def _due(step: int, every: int, last: int) -> bool:
@@ -470,10 +574,28 @@ def _rollout_event(
 
 
 def _evaluate(state: _Run) -> None:
-    """The held-out prompts as an ODE with fixed seeds, scored by the run's rewards."""
-    recipe = state.recipe
-    requests = evaluation_requests(recipe, state.prompts.eval, EVAL_SAMPLES_PER_PROMPT)
-    arrived = list(_generate(state, requests))
+    """The held-out prompts as an ODE with fixed seeds, scored by the run's rewards: generated
+    by every rank in process, else by rank 0; rank 0 scores and reports."""
+    requests = evaluation_requests(state.recipe, state.prompts.eval, EVAL_SAMPLES_PER_PROMPT)
+    if not state.spread:
+        _on_main(
+            state, lambda: _report_evaluation(state, requests, list(_generate(state, requests)))
+        )
+        return
+    assert state.context is not None
+    arrived = [
+        result
+        for round_results in generate_spread(
+            state.backend, requests, state.context, lambda: _check(state), (Stopped,)
+        )
+        for result in round_results
+    ]
+    _on_main(state, lambda: _report_evaluation(state, requests, arrived))
+
+
+def _report_evaluation(
+    state: _Run, requests: Sequence[RolloutRequest], arrived: list[RolloutResult]
+) -> None:
     position = {id(request): index for index, request in enumerate(requests)}
     results = sorted(arrived, key=lambda result: position[id(result.request)])
     images = np.concatenate([result.images for result in results])
@@ -510,18 +632,31 @@ def _evaluate(state: _Run) -> None:
 
 
 def _save(state: _Run) -> None:
-    folder = save_checkpoint(
-        state.out_dir,
-        CheckpointState(
-            step=state.step,
-            recipe=state.recipe.to_dict(),
-            model=state.policy.state_dict(),
-            optimizer=state.trainer.optimizer.state_dict(),
-            rng={"torch": torch.get_rng_state()},
-        ),
-    )
-    state.checkpointed = state.step
-    state.sink(events.CheckpointSaved(step=state.step, path=str(folder)))
+    """8. A checkpoint of every rank's state (gathered whole under FSDP), written by rank 0."""
+    sharded = state.context is not None and state.context.fsdp
+    # Gathering shards is a collective of every rank; replicas are all alike: rank 0's will do.
+    gathered = full_state(state.policy, state.trainer.optimizer) if sharded else None
+    step = state.step
+
+    def write() -> None:
+        model, optim = gathered or (
+            state.policy.state_dict(),
+            state.trainer.optimizer.state_dict(),
+        )
+        folder = save_checkpoint(
+            state.out_dir,
+            CheckpointState(
+                step=step,
+                recipe=state.recipe.to_dict(),
+                model=model,
+                optimizer=optim,
+                rng={"torch": torch.get_rng_state()},
+            ),
+        )
+        state.sink(events.CheckpointSaved(step=step, path=str(folder)))
+
+    _on_main(state, write)
+    state.checkpointed = step
 
 
 def _checkpoint_on_stop(state: _Run) -> None:

@@ -85,6 +85,9 @@ class LayoutConfig:
         None, "samples per optimizer step; empty means samples_per_rollout / num_steps_per_rollout"
     )
     num_gpus: int = _setting(1, "data-parallel trainer ranks")
+    fsdp: bool = _setting(
+        True, "with num_gpus > 1, shard weights, gradients and optimizer state over the ranks"
+    )
     micro_batch_size_sample: int = _setting(4, "samples in one training tile, per rank")
     micro_batch_size_tstep: int = _setting(1, "SDE steps in one training tile, per rank")
 

@@ -12,12 +12,14 @@ its tensor's raw bytes.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from engine.fsdp import whole_tensor
 from engine.policy import ADAPTER, Policy
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
@@ -41,25 +43,70 @@ def weights_checksum(module: torch.nn.Module) -> str:
     """SHA-256 hex digest of ``module``'s parameters (sglang's ``compute_weights_checksum``)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(module.named_parameters(), key=lambda item: item[0]):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        _hash(digest, name, tensor)
     return digest.hexdigest()
 
 
-def save_weights(policy: Policy, folder: Path) -> SavedWeights:
+def save_weights(policy: Policy, folder: Path, *, write: bool = True) -> SavedWeights | None:
     """Write what a server needs to match ``policy``: its adapters, or for a full fine-tune
-    the whole transformer (full Qwen-Image weights are ~40 GB: prefer LoRA on real models)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    the whole transformer (full Qwen-Image weights are ~40 GB: prefer LoRA on real models).
+
+    With the transformer sharded by FSDP every rank must call it: each parameter is gathered
+    whole in turn, in the same order on every rank, and only the rank with ``write`` keeps it
+    (one whole tensor at a time on the device), writes the files and gets the ``SavedWeights``;
+    the others get None.
+    """
     transformer = policy.model.transformer
+    digest = hashlib.sha256()
+    kept: dict[str, torch.Tensor] = {}
+    for name, param in sorted(transformer.named_parameters(), key=lambda item: item[0]):
+        whole = whole_tensor(param.detach())
+        if not write:
+            continue
+        whole = whole.cpu().contiguous()
+        _hash(digest, name, whole)
+        if policy.full or param.requires_grad:
+            kept[name] = whole
+    if not write:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    kind: Literal["lora", "full"] = "full" if policy.full else "lora"
     if policy.full:
+        # Buffers are never sharded: the module's state dict holds them as they are.
+        buffers = {
+            name: value.detach().cpu().contiguous()
+            for name, value in transformer.state_dict().items()
+            if name not in kept
+        }
         (folder / MODULE).mkdir(exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in transformer.state_dict().items()}
-        save_file(state, str(folder / MODULE / FULL_FILE))
-        kind: Literal["lora", "full"] = "full"
+        save_file({**kept, **buffers}, str(folder / MODULE / FULL_FILE))
     else:
-        transformer.save_lora_adapter(str(folder), adapter_name=ADAPTER)  # type: ignore[operator]
-        kind = "lora"
-    return SavedWeights(kind, folder, weights_checksum(transformer))
+        _save_adapter(transformer, kept, folder / LORA_FILE)
+    return SavedWeights(kind, folder, digest.hexdigest())
+
+
+def _save_adapter(
+    transformer: torch.nn.Module, weights: dict[str, torch.Tensor], path: Path
+) -> None:
+    """The adapter file diffusers' ``save_lora_adapter`` writes (peft's names without the
+    adapter's, its LoraConfig as metadata), from whole ``weights`` rather than the module's own
+    state dict, which FSDP holds sharded."""
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from peft.utils import get_peft_model_state_dict
+
+    config = transformer.peft_config[ADAPTER].to_dict()  # type: ignore[index, union-attr]
+    plain = {key: list(value) if isinstance(value, set) else value for key, value in config.items()}
+    adapter = get_peft_model_state_dict(transformer, state_dict=weights, adapter_name=ADAPTER)
+    metadata = {
+        "format": "pt",
+        LORA_ADAPTER_METADATA_KEY: json.dumps(plain, indent=2, sort_keys=True),
+    }
+    save_file(adapter, str(path), metadata=metadata)
+
+
+def _hash(digest: Any, name: str, tensor: torch.Tensor) -> None:
+    digest.update(name.encode())
+    digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
 
 
 def load_full(transformer: torch.nn.Module, folder: Path) -> None:

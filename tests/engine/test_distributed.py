@@ -2,7 +2,8 @@
 
 The 2-rank group runs once per module (``two_ranks``); each rank builds the tiny model and the
 same rollout from the same seeds, trains on its half of every optimizer step and returns what it
-ended with. The single-process run trains the same recipe with num_gpus=1.
+ended with, once with whole replicas and once with the transformer sharded by FSDP. The
+single-process run trains the same recipe with num_gpus=1.
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from typing import Any, NamedTuple
 
 import pytest
 import torch
+from torch.distributed.tensor import DTensor
 
 from engine.distributed import (
     DistContext,
     RankFailed,
+    all_gather_objects,
     average_gradients,
     backend_for,
     context_from_env,
@@ -24,8 +27,8 @@ from engine.distributed import (
     rank_zero_only,
     reduce_floats,
     shard,
-    shard_policy,
 )
+from engine.fsdp import full_state, load_full_state, shard_policy
 from engine.models.loading import load_model
 from engine.overrides import apply_overrides
 from engine.policy import Policy
@@ -68,6 +71,12 @@ class Update(NamedTuple):
     grads: dict[str, torch.Tensor]
     replay: Replay
     metrics: list[StepMetrics]
+    #: ``engine.fsdp.full_state``'s optimizer state (whole, on the CPU).
+    optimizer: dict[str, Any]
+    #: Whether the transformer was sharded.
+    fsdp: bool
+    #: ``full_state`` again after loading it into a fresh (sharded, under FSDP) policy.
+    reloaded: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
 
 
 def _full(value: torch.Tensor) -> torch.Tensor:
@@ -76,8 +85,9 @@ def _full(value: torch.Tensor) -> torch.Tensor:
     return (full() if full is not None else value).detach().cpu().clone()
 
 
-def train_once(target: str, context: DistContext | None, device: str = "cpu") -> Update:
-    """The tiny model trained on one rollout, in this process or as one rank of ``context``."""
+def _policy(
+    target: str, context: DistContext | None, device: str, fsdp: bool
+) -> tuple[Policy, Trainer, DistContext | None]:
     world = 1 if context is None else context.world_size
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe, {**SMALL, **TARGETS[target], "num_gpus": world}
@@ -86,9 +96,18 @@ def train_once(target: str, context: DistContext | None, device: str = "cpu") ->
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
-    if context is not None:
+    if context is not None and fsdp:
         context = shard_policy(policy, context)
-    trainer = Trainer(policy, recipe, context)
+    return policy, Trainer(policy, recipe, context), context
+
+
+def train_once(
+    target: str, context: DistContext | None, device: str = "cpu", fsdp: bool = False
+) -> Update:
+    """The tiny model trained on one rollout, in this process or as one rank of ``context``
+    (its transformer sharded by FSDP when ``fsdp``)."""
+    policy, trainer, context = _policy(target, context, device, fsdp)
+    recipe, model = trainer.recipe, policy.model
     prompts = list(recipe.data.prompts[: recipe.layout.rollout_batch_size])
     backend = InProcessBackend(model)
     results = [backend.generate(r) for r in rollout_requests(recipe, prompts, 0)]
@@ -99,6 +118,12 @@ def train_once(target: str, context: DistContext | None, device: str = "cpu") ->
     advantages = [torch.linspace(-1, 1, len(r.samples), device=device) for r in results]
     replay, metrics = trainer.train_rollout(results, conditionings, advantages)
     transformer = policy.model.transformer
+    weights, optimizer = full_state(policy, trainer.optimizer)
+    reloaded = None
+    if context is not None and context.fsdp:
+        fresh, fresh_trainer, _context = _policy(target, context, device, fsdp)
+        load_full_state(fresh, fresh_trainer.optimizer, weights, optimizer)
+        reloaded = full_state(fresh, fresh_trainer.optimizer)
     return Update(
         weights={name: _full(value) for name, value in policy.state_dict().items()},
         grads={
@@ -108,6 +133,9 @@ def train_once(target: str, context: DistContext | None, device: str = "cpu") ->
         },
         replay=replay,
         metrics=metrics,
+        optimizer=optimizer,
+        fsdp=context is not None and context.fsdp,
+        reloaded=reloaded,
     )
 
 
@@ -119,6 +147,9 @@ def _collectives(context: DistContext) -> dict[str, Any]:
     average_gradients([param, untouched], context)
     value = float(context.rank + 1)
     return {
+        "gathered": all_gather_objects(
+            {"rank": context.rank, "ones": torch.ones(context.rank + 1)}, context
+        ),
         "grad": param.grad.clone(),
         "untouched": untouched.grad,
         "sum": reduce_floats([value, 2 * value], "sum", context),
@@ -132,7 +163,11 @@ def _rank(context: DistContext) -> dict[str, Any]:
     return {
         "context": context,
         "collectives": _collectives(context),
-        **{target: train_once(target, context) for target in TARGETS},
+        **{
+            (target, fsdp): train_once(target, context, fsdp=fsdp)
+            for target in TARGETS
+            for fsdp in (False, True)
+        },
     }
 
 
@@ -205,13 +240,17 @@ def test_collectives_by_hand(two_ranks: list[dict[str, Any]]) -> None:
         assert got["untouched"] is None
         assert got["sum"] == [3.0, 6.0]
         assert got["min"] == [1.0] and got["max"] == [2.0]
+        # Payloads of different lengths, by rank, on every rank.
+        assert [g["rank"] for g in got["gathered"]] == [0, 1]
+        assert [g["ones"].tolist() for g in got["gathered"]] == [[1.0], [1.0, 1.0]]
     assert [rank["context"].rank for rank in two_ranks] == [0, 1]
     assert {rank["context"].backend for rank in two_ranks} == {"gloo"}
 
 
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicas", "fsdp"])
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_two_gloo_ranks_take_the_single_process_step(
-    two_ranks: list[dict[str, Any]], target: str
+    two_ranks: list[dict[str, Any]], target: str, fsdp: bool
 ) -> None:
     alone = train_once(target, None)
     start = Policy(
@@ -221,7 +260,8 @@ def test_two_gloo_ranks_take_the_single_process_step(
         seed=PRESETS["tiny-color"].recipe.run.seed,
     ).state_dict()
     for rank in two_ranks:
-        update: Update = rank[target]
+        update: Update = rank[target, fsdp]
+        assert update.fsdp == fsdp
         assert update.weights.keys() == alone.weights.keys() == start.keys()
         assert update.grads.keys() == alone.grads.keys() == start.keys()
         # The steps moved the weights by far more than the tolerance ...
@@ -242,15 +282,38 @@ def test_two_gloo_ranks_take_the_single_process_step(
         for mine, reference in zip(update.metrics, alone.metrics, strict=True):
             for field, value in mine._asdict().items():
                 assert value == pytest.approx(getattr(reference, field), rel=RTOL, abs=ATOL), field
+        # AdamW's moments, gathered whole, are the single process's (same keys, same values).
+        assert update.optimizer["state"].keys() == alone.optimizer["state"].keys()
+        for index, entry in alone.optimizer["state"].items():
+            for key, value in entry.items():
+                got = update.optimizer["state"][index][key]
+                assert not isinstance(got, DTensor) and got.shape == value.shape, key
+                torch.testing.assert_close(got, value, atol=ATOL, rtol=1e-4)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_fsdp_state_gathered_and_loaded_back_is_the_same(
+    two_ranks: list[dict[str, Any]], target: str
+) -> None:
+    for rank in two_ranks:
+        update: Update = rank[target, True]
+        assert update.reloaded is not None
+        weights, optimizer = update.reloaded
+        assert weights.keys() == update.weights.keys()
+        for name, weight in update.weights.items():
+            assert torch.equal(weights[name], weight), name
+        for index, entry in update.optimizer["state"].items():
+            for key, value in entry.items():
+                assert torch.equal(optimizer["state"][index][key], value), (index, key)
 
 
 def test_the_ranks_report_identical_numbers(two_ranks: list[dict[str, Any]]) -> None:
     first, second = two_ranks
-    for target in TARGETS:
-        assert first[target].metrics == second[target].metrics
-        assert first[target].replay == second[target].replay
-        for name, weight in first[target].weights.items():
-            assert torch.equal(weight, second[target].weights[name]), name
+    for key in ((target, fsdp) for target in TARGETS for fsdp in (False, True)):
+        assert first[key].metrics == second[key].metrics
+        assert first[key].replay == second[key].replay
+        for name, weight in first[key].weights.items():
+            assert torch.equal(weight, second[key].weights[name]), name
 
 
 def test_a_failing_rank_is_reported_not_waited_for() -> None:
@@ -279,4 +342,4 @@ def test_fsdp_on_two_gpus_takes_the_single_gpu_step(target: str) -> None:
 
 
 def _fsdp_rank(context: DistContext, target: str) -> Update:
-    return train_once(target, context, device=f"cuda:{context.local_rank}")
+    return train_once(target, context, device=f"cuda:{context.local_rank}", fsdp=True)

@@ -9,18 +9,21 @@ import threading
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from engine import events
 from engine.layout import layout
-from engine.loop import run
+from engine.loop import SYNC_DIR, run
 from engine.models.loading import load_model
 from engine.overrides import apply_overrides
 from engine.policy import Policy
 from engine.presets import PRESETS
+from engine.ranks import train
 from engine.recipe import ModelConfig
 from engine.rollout import InProcessBackend, RolloutRequest
 from engine.rollout.protocol import pack
@@ -203,6 +206,65 @@ def test_a_short_run_trains_through_the_server_and_reports_weight_sync(
     assert [[s.seed for s in g.samples] for g in rollout.groups] == [
         list(seeds) for seeds in layout(recipe, 0).group_seeds
     ]
+
+
+@pytest.mark.parametrize("target", ["full", "attn"])
+def test_fsdp_ranks_sync_the_weights_one_process_would(start_server, tmp_path, target):
+    # Two rollouts through a fresh server each: one process, and two gloo ranks sharding the
+    # transformer. The second rollout is generated with the weights synced after the first
+    # update, gathered whole from the shards (the server checks their checksum too).
+    changes = {
+        "rollout_batch_size": 2,
+        "n_samples_per_prompt": 2,
+        "diffusion_microgroup_size": 1,
+        "micro_batch_size_sample": 1,
+        "num_inference_steps": 4,
+        "eval_num_inference_steps": 2,
+        "max_steps": 2,
+        "eval_every": 0,
+        "checkpoint_every": 0,
+        "lora_target": target,
+        "rollout.backend": "sglang",
+        "rollout.server_concurrency": 2,
+    }
+    rewards = {}
+    for gpus in (1, 2):
+        recipe = apply_overrides(
+            PRESETS["tiny-color"].recipe,
+            {**changes, "num_gpus": gpus, "rollout.server_urls": [start_server()[0]]},
+        )
+        seen: list = []
+        ended = train(recipe, seen.append, out_dir=tmp_path / str(gpus))
+        assert ended.status == "finished", ended.error
+        assert all(e.weight_sync_seconds > 0 for e in seen if isinstance(e, events.Throughput))
+        rewards[gpus] = [
+            [s.reward for g in e.groups for s in g.samples]
+            for e in seen
+            if isinstance(e, events.RolloutFinished)
+        ]
+    assert len(rewards[2]) == 2
+    # The first rollout comes from the base weights, the second from the synced ones: both match
+    # one process's (the updates differ by fp32 rounding only).
+    for mine, reference in zip(rewards[2], rewards[1], strict=True):
+        assert mine == pytest.approx(reference, rel=1e-4, abs=1e-6)
+    # The last files sent are whole tensors, one process's within rounding, and trained.
+    base = Policy(load_model("tiny", None), ModelConfig(lora_target=target), keep_reference=False,
+                  seed=recipe.run.seed)  # fmt: skip
+    start = _synced(save_weights(base, tmp_path / "base").path)
+    one, two = _synced(tmp_path / "1" / SYNC_DIR), _synced(tmp_path / "2" / SYNC_DIR)
+    assert one.keys() == two.keys() == start.keys() and one
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, atol=1e-6, rtol=1e-5)
+    assert max((value - start[name]).abs().max().item() for name, value in one.items()) > 1e-4
+
+
+def _synced(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the weight files in ``folder``."""
+    return {
+        name: value
+        for path in sorted(folder.rglob("*.safetensors"))
+        for name, value in load_file(path).items()
+    }
 
 
 def test_an_unreachable_server_fails_the_run_before_the_model_loads(tmp_path):
