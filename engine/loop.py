@@ -49,6 +49,7 @@ from engine.policy import Policy
 from engine.problems import RecipeError
 from engine.prompts import PromptSet, draw_prompts, load_prompts
 from engine.recipe import Recipe
+from engine.reports import evaluation_event, in_request_order, rollout_event
 from engine.rewards import Reward, RewardScorer, build_rewards
 from engine.rollout.backend import RolloutBackend
 from engine.rollout.in_process import InProcessBackend
@@ -101,7 +102,7 @@ class _Run:
     #: Whether the backend's servers load the trained weights after each update.
     syncs: bool = False
     step: int = 0
-    #: The last step rank 0 saved (only rank 0 saves, so only its value is kept up to date).
+    #: The last step checkpointed (rank 0 writes; every rank records it).
     checkpointed: int = -1
 
 
@@ -334,7 +335,7 @@ def _advance(
     """3 (the scores, once all arrived) and 4; reports the rollout."""
     recipe, sink = state.recipe, state.sink
     scored = scorer.results()
-    results, scores, components = _in_request_order(
+    results, scores, components = in_request_order(
         requests, arrived, scored.scores(), scored.components()
     )
 
@@ -347,7 +348,7 @@ def _advance(
         adv_clip_max=recipe.optimiser.adv_clip_max,
     )
     sink(
-        _rollout_event(
+        rollout_event(
             state.step,
             rollout_index,
             plan,
@@ -485,25 +486,6 @@ def _generate(state: _Run, requests: Sequence[RolloutRequest]) -> Iterator[Rollo
         _check(state)
 
 
-def _in_request_order(
-    requests: Sequence[RolloutRequest],
-    arrived: list[RolloutResult],
-    scores: np.ndarray,
-    components: dict[str, np.ndarray],
-) -> tuple[list[RolloutResult], np.ndarray, dict[str, np.ndarray]]:
-    """Results, scores and components put back in request order (group, then sample), so a
-    rollout's samples keep their places whatever order the servers answered in."""
-    position = {id(request): index for index, request in enumerate(requests)}
-    order = sorted(range(len(arrived)), key=lambda i: position[id(arrived[i].request)])
-    starts = np.cumsum([0] + [len(result.samples) for result in arrived])
-    rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in order])
-    return (
-        [arrived[i] for i in order],
-        scores[rows],
-        {name: values[rows] for name, values in components.items()},
-    )
-
-
 def _sync_weights(state: _Run) -> float:
     """Load the policy's weights on the rollout servers; seconds taken (0 in process).
 
@@ -534,45 +516,6 @@ def _split(flat: torch.Tensor, results: list[RolloutResult]) -> list[torch.Tenso
     return list(torch.split(flat, sizes))
 
 
-def _rollout_event(
-    step: int,
-    rollout_index: int,
-    plan: Layout,
-    prompts: list[str],
-    results: list[RolloutResult],
-    rewards: torch.Tensor,
-    components: dict[str, np.ndarray],
-    advantages: torch.Tensor,
-) -> events.RolloutFinished:
-    samples_by_group: dict[int, list[events.Sample]] = {}
-    flat = 0
-    for result in results:
-        group = result.request.group_index
-        for sample in result.samples:
-            index = len(samples_by_group.setdefault(group, []))
-            samples_by_group[group].append(
-                events.Sample(
-                    sample_index=index,
-                    seed=sample.seed,
-                    image=sample.image,
-                    reward=float(rewards.flatten()[flat]),
-                    reward_components={k: float(v[flat]) for k, v in components.items()},
-                    advantage=float(advantages.flatten()[flat]),
-                )
-            )
-            flat += 1
-    return events.RolloutFinished(
-        step=step,
-        rollout_index=rollout_index,
-        rollout_seed=plan.rollout_seed,
-        sde_window=tuple(plan.sde_window),
-        groups=tuple(
-            events.PromptGroup(group_index=g, prompt=prompts[g], samples=tuple(samples))
-            for g, samples in sorted(samples_by_group.items())
-        ),
-    )
-
-
 def _evaluate(state: _Run) -> None:
     """The held-out prompts as an ODE with fixed seeds, scored by the run's rewards: generated
     by every rank in process, else by rank 0; rank 0 scores and reports."""
@@ -601,34 +544,7 @@ def _report_evaluation(
     images = np.concatenate([result.images for result in results])
     prompts = [r.request.prompt for r in results for _ in r.samples]
     output = state.reward(images, prompts, [{}] * len(prompts))
-    scores = np.asarray(output.scores, dtype=np.float64)
-    samples = []
-    flat = 0
-    for result in results:
-        for sample in result.samples:
-            samples.append(
-                events.EvalSample(
-                    prompt=result.request.prompt,
-                    seed=sample.seed,
-                    image=sample.image,
-                    reward=float(scores[flat]),
-                    reward_components={
-                        k: float(np.asarray(v)[flat]) for k, v in output.components.items()
-                    },
-                )
-            )
-            flat += 1
-    state.sink(
-        events.EvaluationFinished(
-            step=state.step,
-            reward_mean=float(scores.mean()),
-            reward_components={
-                k: float(np.asarray(v, dtype=np.float64).mean())
-                for k, v in output.components.items()
-            },
-            samples=tuple(samples),
-        )
-    )
+    state.sink(evaluation_event(state.step, results, output))
 
 
 def _save(state: _Run) -> None:

@@ -20,6 +20,7 @@ of the group and only supervises:
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import select
@@ -321,6 +322,9 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
             recipe, sink, should_stop, out_dir=args.out, model_dir=args.model_dir, context=context
         )
     finally:
+        # The sharded model's modules and hooks form reference cycles that hold the process
+        # group: free them while the group is still up, then take it down.
+        gc.collect()
         distributed.shutdown()
     _write_atomically(args.folder / f"ended-{context.rank}.json", ended.to_json())
     suffix = f": {ended.error}" if ended.error else ""
@@ -329,4 +333,11 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(rank_main())
+    code = rank_main()
+    # The rank's work is done and reported (its end file is written, its output flushed). The
+    # interpreter's own teardown can still abort in a process-group thread's C++ destructor
+    # ("terminate called without an active exception", seen with gloo under load), which would
+    # turn a finished rank into a failed one: leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
