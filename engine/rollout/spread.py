@@ -3,9 +3,9 @@
 Every rank holds the policy (whole, or its FSDP shard), so every rank generates: in round r,
 rank k generates request r x world + k, and the round's results are gathered on every rank
 (``all_gather_objects``). All ranks thus run the same number of DiT forwards in the same order,
-which FSDP needs (a sharded forward is a collective), and a rollout takes 1/world of the time
-it takes on one rank. A rank past the last request in the final round repeats the last request
-and its result is dropped: FSDP needs that rank in the round's forwards too.
+which FSDP needs (a sharded forward is a collective), and each rank generates 1/world of the
+requests. A rank past the last request in the final round repeats the last request and its
+result is dropped: FSDP needs that rank in the round's forwards too.
 
 Results are exact replays of one process's: each request carries its own seeds.
 """
