@@ -55,8 +55,12 @@ SMALL = {
     "eval_every": 2,
     "checkpoint_every": 2,
 }
-# The full fine-tune also trains the KL term (non-zero on the second step); LoRA on attention.
-TARGETS = {"full": {"lora_target": "full", "kl_beta": 0.01}, "attn": {"lora_target": "attn"}}
+# Both also train the KL term (non-zero on the second step): the full fine-tune against its frozen
+# copy, LoRA on attention against the transformer with its adapters disabled.
+TARGETS = {
+    "full": {"lora_target": "full", "kl_beta": 0.01},
+    "attn": {"lora_target": "attn", "kl_beta": 0.01},
+}
 # Both runs compute every tile bit for bit alike (same tiles, same CPU kernels); only the order in
 # which the tiles' gradients are summed differs ((g1 + g2) + (g3 + g4) against ((g1 + g2) + g3) +
 # g4), a few fp32 ulps (1.2e-7 relative) of the gradient. Adam's step divides by sqrt(v), so a
@@ -279,6 +283,8 @@ def test_two_gloo_ranks_take_the_single_process_step(
         )
         assert len(update.metrics) == len(alone.metrics) == 2
         assert all(m.grad_norm > SMALL["max_grad_norm"] for m in alone.metrics)
+        # The KL term is live: zero at the start, not after the first step.
+        assert alone.metrics[0].kl == 0 and alone.metrics[1].kl > 0
         for mine, reference in zip(update.metrics, alone.metrics, strict=True):
             for field, value in mine._asdict().items():
                 assert value == pytest.approx(getattr(reference, field), rel=RTOL, abs=ATOL), field
