@@ -195,7 +195,9 @@ def _setup(
     main = context is None or context.is_main
     servers = backend is None and recipe.rollout.backend == "sglang"
     syncs = servers or hasattr(backend, "sync_weights")
-    spread = context is not None and context.world_size > 1 and backend is None and not servers
+    # In process, every rank generates (a sharded model cannot run on one rank alone).
+    in_process = backend is None or isinstance(backend, InProcessBackend)
+    spread = context is not None and context.world_size > 1 and in_process and not servers
     if servers and main:
         backend = remote_backend(recipe, directory, out_dir, resources)
     # A rank's model lives where its collectives run: its own GPU under nccl, the CPU under gloo.
