@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from engine import events
 from engine.cli import EXIT_INVALID, main
@@ -29,6 +28,7 @@ from engine.loop import run
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.ranks import LOG_DIR, rank_problem, train
+from tests.engine.recording import Recorder, weights
 
 # P=2 x G=4, two optimizer steps of 4 samples: 2 per rank per step, in 2-sample x 1-step tiles.
 SMALL = {
@@ -52,21 +52,6 @@ DEADLINE = 120.0
 
 def recipe(gpus: int, **changes: Any):
     return apply_overrides(PRESETS["tiny-color"].recipe, {**SMALL, "num_gpus": gpus, **changes})
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[events.Event] = []
-
-    def __call__(self, event: events.Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-def weights(out: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_file(out / "checkpoints" / f"step-{step:06d}" / "model.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from engine import events
 from engine.loop import run
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.engine.recording import Recorder, weights
 
 SMALL = {
     "rollout_batch_size": 2,
@@ -26,21 +26,6 @@ SMALL = {
 
 def recipe(**changes: Any):
     return apply_overrides(PRESETS["tiny-color"].recipe, {**SMALL, **changes})
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[events.Event] = []
-
-    def __call__(self, event: events.Event) -> None:
-        self.events.append(event)
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-def weights(out: Path, step: int) -> dict[str, torch.Tensor]:
-    return load_file(out / "checkpoints" / f"step-{step:06d}" / "model.safetensors")
 
 
 def test_two_plus_resume_plus_two_equals_four_straight(tmp_path: Path) -> None:
