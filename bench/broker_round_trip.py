@@ -20,9 +20,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -130,13 +131,9 @@ def main() -> None:
             times = measure(broker_url, backend, Path(tmp), args.rounds)
             p90 = statistics.quantiles(times, n=10)[-1]
             rows.append(f"| {name} | {args.rounds} | {statistics.median(times):.1f} | {p90:.1f} |")
-    machine = (
-        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
-        f"Python {platform.python_version()}"
-    )
     table = "\n".join(
         [
-            f"### Broker round trip ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            heading("Broker round trip", f"Python {platform.python_version()}"),
             "",
             "`bench/broker_round_trip.py`: `core.ping` sent and awaited one at a time "
             "through a solo worker.",
@@ -147,9 +144,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

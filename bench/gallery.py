@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,11 +88,9 @@ def main() -> None:
             times.append((time.perf_counter() - started) * 1000)
             assert response.status_code == 200, response.status_code
         lines.append(f"| {name} | {statistics.median(times):.0f} | {max(times):.0f} |")
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, SQLite"
     table = "\n".join(
         [
-            f"### Gallery with {len(rows):,} samples "
-            f"({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            heading(f"Gallery with {len(rows):,} samples", "SQLite"),
             "",
             f"`bench/gallery.py`: {args.rollouts} rollouts x {args.prompts} prompts x "
             f"{args.group} samples; server time per page over {args.repeats} requests.",
@@ -103,9 +101,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ samples at 0.7 or more; appends the table to docs/performance.md with the machin
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -67,7 +66,6 @@ def main() -> None:
         ended = run(recipe, sink, out_dir=Path(out))
     total = time.monotonic() - started
     steady = sorted(step_seconds[5:]) or step_seconds
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, CPU"
     summary = (
         f"reached mean >= {GOAL} with every prompt >= {PER_PROMPT} at step {reached[0]} "
         f"after {reached[1]:.0f} s"
@@ -76,7 +74,7 @@ def main() -> None:
     )
     table = "\n".join(
         [
-            f"### tiny-color learning ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            heading("tiny-color learning", "CPU"),
             "",
             f"`bench/learning.py` {' '.join(args.overrides)}: {recipe.run.max_steps} GRPO steps of "
             f"{recipe.layout.rollout_batch_size} prompts x {recipe.layout.n_samples_per_prompt} "
@@ -89,9 +87,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as handle:
-        handle.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

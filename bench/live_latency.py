@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -24,8 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 REDIS = "redis://127.0.0.1:6379/11"
@@ -171,10 +171,9 @@ def main() -> None:
             p95 = statistics.quantiles(latencies, n=20)[-1]
             rows.append(f"| {name} | {clients} | {len(latencies)} | {p50:.0f} | {p95:.0f} |")
             print(rows[-1], flush=True)
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}"
     table = "\n".join(
         [
-            f"### Live latency ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            heading("Live latency"),
             "",
             f"`bench/live_latency.py`: {args.events} events stored one every 0.25 s; time from the "
             "sink receiving an event to each socket receiving it.",
@@ -185,9 +184,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -34,9 +33,10 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
@@ -296,10 +296,9 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=1, help="server processes (serve)")
     args = parser.parse_args()
     row = run_profile(args)
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}"
     table = "\n".join(
         [
-            f"### Load, {args.profile} ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            heading(f"Load, {args.profile}"),
             "",
             f"`bench/load.py --profile {args.profile} --web-workers {args.web_workers}`: "
             f"{args.viewers} sockets on a training "
@@ -314,9 +313,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,11 @@ table is printed and appended to docs/performance.md with the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
+
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -78,18 +77,15 @@ def main() -> None:
             f"| {name} | {best.rollout_seconds:.2f} | {best.reward_seconds:.2f} | "
             f"{best.train_seconds:.2f} | {best.images_per_second:.1f} | {rate / baseline:.2f}x |"
         )
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}"
     header = (
-        f"### Data-parallel ranks ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})\n\n"
+        heading("Data-parallel ranks") + "\n\n"
         f"`bench/ranks.py`: tiny-color, P={args.prompts} x G=4 (M=4), {args.steps} steps, "
         "gloo on CPU; the fastest rollout after the first.\n\n"
         "| trainer | generation s | reward s | update s | images/s | rollouts/s vs one |\n"
         "|---|---|---|---|---|---|\n"
     )
     table = header + "\n".join(rows) + "\n"
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as doc:
-        doc.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ Prints a table and appends it to docs/performance.md with the machine.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -84,11 +82,9 @@ def main() -> None:
     ):
         generate, total, waited, hidden = overlap(reward, args.rollouts)
         rows.append(f"| {name} | {generate:.2f} | {total:.2f} | {waited:.2f} | {hidden:.0%} |")
-    machine = f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, CPU"
     table = "\n".join(
         [
-            f"### Reward time hidden behind rollout ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-            f"{machine})",
+            heading("Reward time hidden behind rollout", "CPU"),
             "",
             f"`bench/reward_overlap.py`: tiny-color, {args.rollouts} rollouts of 4 microgroups "
             "of 8; seconds summed over the rollouts.",
@@ -99,9 +95,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import torch
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -164,14 +164,14 @@ def main() -> None:
     finally:
         stop()
 
-    machine = (
-        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads"
-    )
     table = "\n".join(
         [
-            f"### Reward throughput ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine})",
+            heading(
+                "Reward throughput",
+                f"Python {platform.python_version()}",
+                f"torch {torch.__version__}",
+                f"{torch.get_num_threads()} torch threads",
+            ),
             "",
             f"`bench/rewards.py`: batch {BATCH}, {args.size}x{args.size} RGB images with "
             f"rendered words; one warm-up batch, then timed batches: {args.batches}. The share "
@@ -183,9 +183,7 @@ def main() -> None:
             "",
         ]
     )
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":

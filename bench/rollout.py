@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import platform
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -130,16 +129,14 @@ def main() -> None:
         rows = table_rows(large_model(device), 512, args.samples, args.repeats)
         sections.append((f"random SD3 DiT (12 layers, 1024 tokens), 512x512, {device}", rows))
 
-    machine = (
-        f"{platform.node()}: {os.cpu_count()} cores, {platform.machine()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads"
-    )
-    if torch.cuda.is_available():
-        machine += f", {torch.cuda.get_device_name()}"
+    details = [
+        f"Python {platform.python_version()}",
+        f"torch {torch.__version__}",
+        f"{torch.get_num_threads()} torch threads",
+        *([torch.cuda.get_device_name()] if torch.cuda.is_available() else []),
+    ]
     lines = [
-        f"### Rollout: single-prompt multi-generation ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{machine})",
+        heading("Rollout: single-prompt multi-generation", *details),
         "",
         f"`bench/rollout.py`: {args.samples} samples of one prompt, 8 steps (2 stochastic), "
         f"the same seeds for every row; fastest of {args.repeats} runs after a warm-up. "
@@ -156,9 +153,7 @@ def main() -> None:
             "",
         ]
     table = "\n".join(lines)
-    print(table)
-    with (REPO / "docs" / "performance.md").open("a") as out:
-        out.write("\n" + table)
+    publish(table)
 
 
 if __name__ == "__main__":
