@@ -191,7 +191,7 @@ def _setup(
     prompts = load_prompts(recipe.data)
     directory = resolve_model_dir(recipe.model.path, model_dir)
     # Servers are checked before the model loads: an unreachable URL fails the run at once.
-    # Only rank 0 generates: the other ranks' in-process backend below is never asked.
+    # With servers only rank 0 generates: the other ranks' in-process backend is never asked.
     main = context is None or context.is_main
     servers = backend is None and recipe.rollout.backend == "sglang"
     syncs = servers or hasattr(backend, "sync_weights")
@@ -267,13 +267,10 @@ def _roll_out(state: _Run, rollout_index: int, plan: Layout) -> _Rollout:
     with scorer or nullcontext():
         # 2-3. Every rank generates its share of each round; rank 0 scores each round while the
         # next one is generated.
-        for round_results in generate_spread(
-            state.backend, requests, state.context, lambda: _check(state), (Stopped,)
-        ):
-            results.extend(round_results)
-            for result in round_results:
-                if scorer is not None:
-                    _submit(scorer, result)
+        for result in _generate(state, requests):
+            results.append(result)
+            if scorer is not None:
+                _submit(scorer, result)
         generated = time.perf_counter()
 
         def advance() -> _Rollout:
@@ -475,7 +472,18 @@ def _check(state: _Run) -> None:
 
 
 def _generate(state: _Run, requests: Sequence[RolloutRequest]) -> Iterator[RolloutResult]:
-    """Every request's result, in completion order when the backend runs them concurrently."""
+    """Every request's result, in completion order when the backend runs them concurrently.
+
+    When the ranks generate together (``state.spread``) every rank must iterate it; each gets
+    every result, and a stop on rank 0 ends the iteration on every rank at the same round.
+    """
+    if state.spread:
+        assert state.context is not None
+        for round_results in generate_spread(
+            state.backend, requests, state.context, lambda: _check(state), (Stopped,)
+        ):
+            yield from round_results
+        return
     many = getattr(state.backend, "generate_many", None)
     if many is None:
         for request in requests:
@@ -527,14 +535,7 @@ def _evaluate(state: _Run) -> None:
             state, lambda: _report_evaluation(state, requests, list(_generate(state, requests)))
         )
         return
-    assert state.context is not None
-    arrived = [
-        result
-        for round_results in generate_spread(
-            state.backend, requests, state.context, lambda: _check(state), (Stopped,)
-        )
-        for result in round_results
-    ]
+    arrived = list(_generate(state, requests))
     _on_main(state, lambda: _report_evaluation(state, requests, arrived))
 
 
