@@ -205,9 +205,7 @@ def broadcast_object(value: T, context: DistContext | None) -> T:
     size = torch.zeros(1, dtype=torch.int64, device=device)
     payload = torch.empty(0, dtype=torch.uint8)
     if context.is_main:
-        buffer = io.BytesIO()
-        torch.save(value, buffer)
-        payload = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(device)
+        payload = _pack(value, device)
         size[0] = payload.numel()
     dist.broadcast(size, src=0)
     if context.is_main:
@@ -215,18 +213,14 @@ def broadcast_object(value: T, context: DistContext | None) -> T:
         return value
     payload = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
     dist.broadcast(payload, src=0)
-    received: T = torch.load(
-        io.BytesIO(payload.cpu().numpy().tobytes()), map_location=device, weights_only=False
-    )
+    received: T = _unpack(payload, device)
     return received
 
 
 def all_gather_objects(value: T, context: DistContext) -> list[T]:
     """Every rank's ``value``, by rank, on every rank (like ``broadcast_object``: ``torch.save``
     bytes, loaded onto this rank's device, so no tensor lands on another rank's GPU)."""
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    mine = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(context.device)
+    mine = _pack(value, context.device)
     sizes = [
         torch.zeros(1, dtype=torch.int64, device=context.device) for _ in range(context.world_size)
     ]
@@ -238,13 +232,23 @@ def all_gather_objects(value: T, context: DistContext) -> list[T]:
     payloads = [torch.empty_like(padded) for _ in range(context.world_size)]
     dist.all_gather(payloads, padded)
     return [
-        torch.load(
-            io.BytesIO(payload[: int(size.item())].cpu().numpy().tobytes()),
-            map_location=context.device,
-            weights_only=False,
-        )
+        _unpack(payload[: int(size.item())], context.device)
         for payload, size in zip(payloads, sizes, strict=True)
     ]
+
+
+def _pack(value: Any, device: torch.device) -> torch.Tensor:
+    """``value`` as ``torch.save`` bytes in a uint8 tensor on ``device``."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8).to(device)
+
+
+def _unpack(payload: torch.Tensor, device: torch.device) -> Any:
+    """What ``_pack`` packed, its tensors loaded onto ``device`` (this rank's own)."""
+    return torch.load(
+        io.BytesIO(payload.cpu().numpy().tobytes()), map_location=device, weights_only=False
+    )
 
 
 def on_rank_zero(
