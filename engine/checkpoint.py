@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.recipe import flatten
+from engine.recipe import drop_retired, flatten
 
 FORMAT = 1
 FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
@@ -157,8 +157,9 @@ def load_weights(folder: Path) -> tuple[int, dict[str, Any], dict[str, torch.Ten
 
 
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Dotted paths whose values differ, ignoring ``RESUMABLE_CHANGES``."""
-    flat_saved, flat_current = flatten(saved), flatten(current)
+    """Dotted paths whose values differ, ignoring ``RESUMABLE_CHANGES`` and the settings
+    retired since ``saved`` was written."""
+    flat_saved, flat_current = flatten(drop_retired(saved)), flatten(current)
     keys = sorted(set(flat_saved) | set(flat_current))
     return [
         key

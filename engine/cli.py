@@ -153,7 +153,7 @@ def _report(error: RecipeError, out: TextIO) -> int:
 
 def _print_layout(recipe: Recipe, out: TextIO) -> int:
     derived = layout(recipe).to_dict()
-    derived.pop("group_seeds")
+    derived.pop("first_group_seeds")
     width = max(len(key) for key in derived)
     for key, value in derived.items():
         print(f"{key:<{width}}  {value}", file=out)

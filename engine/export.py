@@ -27,7 +27,7 @@ import torch
 
 from engine.checkpoint import FILES, load_weights
 from engine.policy import ADAPTER
-from engine.recipe import ModelConfig, Recipe
+from engine.recipe import ModelConfig, Recipe, drop_retired
 from engine.snippets import ADAPTER_DIR, FULL_WEIGHTS, MODEL_DIR, loading_snippet
 from engine.zipstream import ExportFile
 
@@ -73,7 +73,8 @@ def export_weights(
     ``engine.checkpoint.CheckpointError`` for a missing or corrupt checkpoint.
     """
     step, recipe_data, weights = load_weights(Path(checkpoint))
-    recipe = Recipe.from_dict(recipe_data)
+    # A checkpoint's recipe may predate settings retired since: an export only reads it.
+    recipe = Recipe.from_dict(drop_retired(recipe_data))
     config = recipe.model
     base = config.path or base_model
     kind: Literal["lora", "full"] = "full" if config.lora_target == "full" else "lora"

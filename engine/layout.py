@@ -63,12 +63,21 @@ class Layout:
     rollout_seed: int
     #: The stochastic, trained steps of this rollout, in order.
     sde_window: tuple[int, ...]
-    #: group_seeds[g][i] is the seed of sample i of group g in this rollout.
-    group_seeds: tuple[tuple[int, ...], ...]
+    #: Samples per prompt group (G), for ``group_seeds``.
+    n_samples_per_prompt: int
+
+    def group_seeds(self, group_index: int) -> tuple[int, ...]:
+        """The seeds of group ``group_index``'s samples in this rollout, in sample order.
+
+        Computed per group rather than stored: a layout stays O(1) in size whatever P x G is.
+        """
+        group = self.n_samples_per_prompt
+        return tuple(sample_seed(self.rollout_seed, group_index, i, group) for i in range(group))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for events and JSON (tuples become lists)."""
-        return _lists(asdict(self))
+        """Plain data for events and JSON (tuples become lists), with the first group's seeds:
+        every other group's follow from ``sample_seed``."""
+        return {**_lists(asdict(self)), "first_group_seeds": list(self.group_seeds(0))}
 
 
 def layout(recipe: Recipe, rollout_index: int = 0) -> Layout:
@@ -118,9 +127,7 @@ def layout(recipe: Recipe, rollout_index: int = 0) -> Layout:
         rollout_index=rollout_index,
         rollout_seed=seed,
         sde_window=tuple(range(start, start + sampler.sde_window_size)),
-        group_seeds=tuple(
-            tuple(sample_seed(seed, g, i, group) for i in range(group)) for g in range(prompts)
-        ),
+        n_samples_per_prompt=group,
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import fields, is_dataclass
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from engine.problems import Problem, RecipeError
-from engine.recipe import Recipe
+from engine.recipe import RETIRED, Recipe, printable
 
 
 def _settings() -> dict[str, Any]:
@@ -47,6 +47,12 @@ def resolve_key(key: str) -> str:
     settings = _settings()
     if key in settings:
         return key
+    shown = printable(key)
+    retired = [path for path in RETIRED if key in (path, path.rpartition(".")[2])]
+    if retired:
+        raise RecipeError(
+            [Problem(shown, f"{retired[0]} is not a recipe setting: {RETIRED[retired[0]]}")]
+        )
     short = vocabulary()
     if key in short:
         return short[key]
@@ -55,23 +61,23 @@ def resolve_key(key: str) -> str:
         raise RecipeError(
             [
                 Problem(
-                    key,
-                    f"'{key}' is a section, not a setting: set one of its settings, "
+                    shown,
+                    f"'{shown}' is a section, not a setting: set one of its settings, "
                     f"e.g. {in_section[0]}",
                 )
             ]
         )
     owners = [path for path in settings if path.rpartition(".")[2] == key]
     if owners:
-        fix = f"'{key}' is in several sections: use {' or '.join(owners)}"
+        fix = f"'{shown}' is in several sections: use {' or '.join(owners)}"
     else:
-        close = difflib.get_close_matches(key, [*short, *settings], n=1)
+        close = difflib.get_close_matches(shown, [*short, *settings], n=1)
         fix = (
             f"did you mean '{close[0]}'?"
             if close
             else ("use a setting's name (n_samples_per_prompt) or its dotted path (optimiser.lr)")
         )
-    raise RecipeError([Problem(key, f"no setting is named '{key}': {fix}")])
+    raise RecipeError([Problem(shown, f"no setting is named '{shown}': {fix}")])
 
 
 def parse_assignments(items: Iterable[str]) -> dict[str, str]:
@@ -127,5 +133,6 @@ def _parse_text(text: str, hint: Any) -> Any:
         return text.strip().lower() == "true"
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
+        # Left as text, the setting's type check then names the field (too deep is not a value).
         return text

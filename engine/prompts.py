@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.problems import Problem, RecipeError
-from engine.recipe import DataConfig
+from engine.recipe import DataConfig, unencodable
 
 
 @dataclass(frozen=True)
@@ -82,30 +82,44 @@ def _read(path: Path | None) -> tuple[str, ...]:
         raise RecipeError(
             [Problem("data.dataset", f"{path} cannot be read as UTF-8 text: {error}")]
         ) from None
-    prompts = _parse_jsonl(path, text) if path.suffix == ".jsonl" else _parse_lines(text)
+    prompts = parse_prompt_text(text, jsonl=path.suffix == ".jsonl", source=str(path))
     if not prompts:
         raise RecipeError([Problem("data.dataset", f"{path} holds no prompts")])
     return prompts
 
 
-def _parse_lines(text: str) -> tuple[str, ...]:
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+def parse_prompt_text(
+    text: str, *, jsonl: bool, source: str, field: str = "data.dataset"
+) -> tuple[str, ...]:
+    """The prompts of a prompt file's text: one per line, or ``{"prompt": ...}`` per JSONL line.
 
-
-def _parse_jsonl(path: Path, text: str) -> tuple[str, ...]:
+    Raises ``RecipeError`` under ``field``, naming ``source`` (if any) and the line, for one that is
+    not JSON (or nests too deeply to parse), has no ``"prompt"`` string, or holds a lone
+    surrogate (JSON's ``\\ud800`` escape), which no UTF-8 record of the run could store.
+    """
     prompts = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RecipeError(
-                [Problem("data.dataset", f"{path} line {number} is not JSON: {error.msg}")]
-            ) from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise RecipeError(
-                [Problem("data.dataset", f'{path} line {number} has no "prompt" string')]
-            )
-        prompts.append(record["prompt"].strip())
+        prompt, problem = _jsonl_prompt(line) if jsonl else (line, None)
+        if problem is None and unencodable(prompt or "") is not None:
+            problem = "holds a lone surrogate, which is not text: write the character it stands for"
+        if problem is not None:
+            where = f"{source} line {number}" if source else f"line {number}"
+            raise RecipeError([Problem(field, f"{where} {problem}")])
+        assert prompt is not None
+        prompts.append(prompt.strip())
     return tuple(prompts)
+
+
+def _jsonl_prompt(line: str) -> tuple[str | None, str | None]:
+    """The prompt of one JSONL line, or None and what is wrong with the line."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, f"is not JSON: {error.msg}"
+    except RecursionError:
+        return None, "nests too deeply to be a prompt record"
+    if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+        return None, 'has no "prompt" string'
+    return record["prompt"], None

@@ -14,19 +14,43 @@ import json
 import math
 import tomllib
 import types
-from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import tomli_w
 
 from engine.problems import Problem, RecipeError
 
+#: Settings that recipes no longer hold, each with where its value comes from now. A recipe that
+#: sets one is refused with that message (form, API and CLI alike), never obeyed or dropped.
+RETIRED: Mapping[str, str] = MappingProxyType(
+    {
+        "rollout.server_command": (
+            "the colocated server's command is the worker host's to configure, never a recipe's "
+            "(it runs as the worker): an administrator sets GROUPWISE_ROLLOUT_SERVER_COMMAND on "
+            "the worker (docs/deploy.md); remove this setting from the recipe"
+        ),
+    }
+)
 
-def _setting(default: Any, doc: str) -> Any:
-    """A dataclass field with its one-line help text (shown by forms and ``--help``)."""
-    return field(default=default, metadata={"doc": doc})
+
+def _setting(
+    default: Any,
+    doc: str,
+    *,
+    most: int | None = None,
+    items: int | None = None,
+    chars: int | None = None,
+) -> Any:
+    """A dataclass field with its one-line help text (shown by forms and ``--help``) and its
+    upper bounds, which the validator enforces and ``field_docs`` states: ``most`` bounds a
+    number (each number of a pair), ``items`` a list's length, ``chars`` a text's length (each
+    text's, in a list of texts)."""
+    bounds = {k: v for k, v in (("most", most), ("items", items), ("chars", chars)) if v}
+    return field(default=default, metadata={"doc": doc, **bounds})
 
 
 @dataclass(frozen=True)
@@ -35,12 +59,15 @@ class ModelConfig:
 
     family: str = _setting("tiny", "model family: tiny, sd3, qwen-image or flux")
     path: str | None = _setting(
-        None, "local directory of the diffusers weights; empty uses the built-in tiny model"
+        None,
+        "local directory of the diffusers weights; empty uses the built-in tiny model",
+        chars=4096,
     )
-    lora_rank: int = _setting(8, "LoRA rank r")
+    lora_rank: int = _setting(8, "LoRA rank r", most=1024)
     lora_alpha: float = _setting(16.0, "LoRA alpha; adapters scale by lora_alpha / lora_rank")
     lora_target: str = _setting(
-        "attn", "layers given LoRA adapters: attn, attn+mlp or full (every linear layer)"
+        "attn",
+        "layers given LoRA adapters: attn, attn+mlp or full (every linear layer)",
     )
 
 
@@ -49,14 +76,21 @@ class DataConfig:
     """Where prompts come from: a dataset directory or an inline list."""
 
     dataset: str | None = _setting(
-        None, "directory with train.txt and test.txt, one prompt per line (Flow-GRPO layout)"
+        None,
+        "directory with train.txt and test.txt, one prompt per line (Flow-GRPO layout)",
+        chars=4096,
     )
     prompts: tuple[str, ...] = _setting(
         ("a red image", "a green image", "a blue image", "a yellow image"),
         "inline training prompts, used when no dataset is set",
+        items=100_000,
+        chars=4096,
     )
     eval_prompts: tuple[str, ...] = _setting(
-        (), "inline evaluation prompts; empty uses the dataset's test.txt or the training prompts"
+        (),
+        "inline evaluation prompts; empty uses the dataset's test.txt or the training prompts",
+        items=100_000,
+        chars=4096,
     )
 
 
@@ -67,7 +101,7 @@ class RewardSpec:
     name: str = _setting("color", "name in the reward registry")
     weight: float = _setting(1.0, "weight in the summed reward (>= 0)")
     path: str | None = _setting(
-        None, "local directory of the reward model's weights, if it has any"
+        None, "local directory of the reward model's weights, if it has any", chars=4096
     )
 
 
@@ -75,31 +109,33 @@ class RewardSpec:
 class LayoutConfig:
     """How a rollout is cut into groups, requests, optimizer steps and per-rank tiles."""
 
-    rollout_batch_size: int = _setting(4, "prompts per rollout (P)")
-    n_samples_per_prompt: int = _setting(4, "GRPO group size: samples per prompt (G)")
+    rollout_batch_size: int = _setting(4, "prompts per rollout (P)", most=1024)
+    n_samples_per_prompt: int = _setting(4, "GRPO group size: samples per prompt (G)", most=256)
     diffusion_microgroup_size: int = _setting(
-        4, "same-prompt samples generated together in one request (M)"
+        4, "same-prompt samples generated together in one request (M)", most=256
     )
-    num_steps_per_rollout: int = _setting(1, "optimizer steps taken on one rollout")
+    num_steps_per_rollout: int = _setting(1, "optimizer steps taken on one rollout", most=1024)
     global_batch_size: int | None = _setting(
-        None, "samples per optimizer step; empty means samples_per_rollout / num_steps_per_rollout"
+        None,
+        "samples per optimizer step; empty means samples_per_rollout / num_steps_per_rollout",
+        most=1024 * 256,
     )
-    num_gpus: int = _setting(1, "data-parallel trainer ranks")
+    num_gpus: int = _setting(1, "data-parallel trainer ranks", most=1024)
     fsdp: bool = _setting(
         True, "with num_gpus > 1, shard weights, gradients and optimizer state over the ranks"
     )
-    micro_batch_size_sample: int = _setting(4, "samples in one training tile, per rank")
-    micro_batch_size_tstep: int = _setting(1, "SDE steps in one training tile, per rank")
+    micro_batch_size_sample: int = _setting(4, "samples in one training tile, per rank", most=1024)
+    micro_batch_size_tstep: int = _setting(1, "SDE steps in one training tile, per rank", most=1000)
 
 
 @dataclass(frozen=True)
 class SamplerConfig:
     """How images are sampled in rollouts and evaluation."""
 
-    height: int = _setting(32, "image height in pixels")
-    width: int = _setting(32, "image width in pixels")
-    num_inference_steps: int = _setting(8, "denoising steps in a training rollout")
-    eval_num_inference_steps: int = _setting(8, "denoising steps in evaluation")
+    height: int = _setting(32, "image height in pixels", most=4096)
+    width: int = _setting(32, "image width in pixels", most=4096)
+    num_inference_steps: int = _setting(8, "denoising steps in a training rollout", most=1000)
+    eval_num_inference_steps: int = _setting(8, "denoising steps in evaluation", most=1000)
     guidance_scale: float = _setting(
         1.0, "SD3 classifier-free guidance or FLUX embedded guidance; 1.0 is none"
     )
@@ -108,9 +144,11 @@ class SamplerConfig:
     )
     sde_type: str = _setting("sde", "stochastic sampler: sde (Flow-GRPO) or cps")
     noise_level: float = _setting(0.7, "the sampler's noise level a")
-    sde_window_size: int = _setting(2, "consecutive stochastic, trained steps per rollout")
+    sde_window_size: int = _setting(
+        2, "consecutive stochastic, trained steps per rollout", most=1000
+    )
     sde_window_range: tuple[int, int] = _setting(
-        (0, 4), "inclusive range the window's first step is drawn from, once per rollout"
+        (0, 4), "inclusive range the window's first step is drawn from, once per rollout", most=1000
     )
 
 
@@ -134,9 +172,13 @@ class RunConfig:
     """Length, seeding and bookkeeping of a run; every count is in optimizer steps."""
 
     seed: int = _setting(42, "the run's seed, in [0, 2^31)")
-    max_steps: int = _setting(20, "optimizer steps in the run")
-    checkpoint_every: int = _setting(10, "optimizer steps between checkpoints; 0 never saves")
-    eval_every: int = _setting(5, "optimizer steps between evaluations; 0 never evaluates")
+    max_steps: int = _setting(20, "optimizer steps in the run", most=1_000_000)
+    checkpoint_every: int = _setting(
+        10, "optimizer steps between checkpoints; 0 never saves", most=1_000_000
+    )
+    eval_every: int = _setting(
+        5, "optimizer steps between evaluations; 0 never evaluates", most=1_000_000
+    )
 
 
 @dataclass(frozen=True)
@@ -145,18 +187,22 @@ class RolloutConfig:
 
     backend: str = _setting("in_process", "in_process (this process) or sglang (HTTP servers)")
     server_urls: tuple[str, ...] = _setting(
-        (), "SGLang-D server URLs (external mode), e.g. http://gpu1:30000"
+        (),
+        "SGLang-D server URLs (external mode), e.g. http://gpu1:30000",
+        items=64,
+        chars=2048,
     )
-    server_concurrency: int = _setting(4, "requests in flight per server")
-    request_timeout: float = _setting(600.0, "seconds to wait for one rollout request")
-    max_retries: int = _setting(3, "retries of a request after a transient failure")
+    server_concurrency: int = _setting(4, "requests in flight per server", most=256)
+    request_timeout: float = _setting(600.0, "seconds to wait for one rollout request", most=86_400)
+    max_retries: int = _setting(3, "retries of a request after a transient failure", most=20)
     launch: str = _setting(
-        "external", "external (server_urls started elsewhere) or colocated (the worker starts one)"
+        "external",
+        "external (server_urls started elsewhere) or colocated (the worker starts one; its "
+        "command is the worker host's GROUPWISE_ROLLOUT_SERVER_COMMAND)",
     )
-    server_command: str = _setting(
-        "sglang serve", "colocated: the command started with --model-path, --host and --port"
+    startup_timeout: float = _setting(
+        900.0, "colocated: seconds to wait for the server's /health", most=86_400
     )
-    startup_timeout: float = _setting(900.0, "colocated: seconds to wait for the server's /health")
 
 
 @dataclass(frozen=True)
@@ -166,7 +212,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "the model"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "the prompts"})
     rewards: tuple[RewardSpec, ...] = _setting(
-        (RewardSpec(),), "rewards and their weights, summed into one score"
+        (RewardSpec(),), "rewards and their weights, summed into one score", items=16
     )
     layout: LayoutConfig = field(default_factory=LayoutConfig, metadata={"doc": "batching"})
     sampler: SamplerConfig = field(default_factory=SamplerConfig, metadata={"doc": "sampling"})
@@ -204,6 +250,9 @@ class Recipe:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             problem = Problem("recipe", f"the recipe is not valid JSON: {error}")
+            raise RecipeError([problem]) from None
+        except RecursionError:
+            problem = Problem("recipe", "the recipe is nested too deeply: a recipe is 3 levels")
             raise RecipeError([problem]) from None
         return cls.from_dict(data)
 
@@ -261,18 +310,61 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def field_docs() -> dict[str, str]:
-    """One-line help per setting, keyed by dotted path (``optimiser.lr``), for forms and CLIs."""
-    docs: dict[str, str] = {}
+def settings() -> Iterator[tuple[str, Field[Any]]]:
+    """Every setting's dotted path (``rewards[].name`` for a reward's) and its field."""
     for section in fields(Recipe):
-        docs[section.name] = section.metadata["doc"]
+        yield section.name, section
         section_type = get_type_hints(Recipe)[section.name]
         if is_dataclass(section_type):
             for leaf in fields(section_type):
-                docs[f"{section.name}.{leaf.name}"] = leaf.metadata["doc"]
+                yield f"{section.name}.{leaf.name}", leaf
     for leaf in fields(RewardSpec):
-        docs[f"rewards[].{leaf.name}"] = leaf.metadata["doc"]
-    return docs
+        yield f"rewards[].{leaf.name}", leaf
+
+
+def field_docs() -> dict[str, str]:
+    """One-line help per setting, keyed by dotted path (``optimiser.lr``), for forms and CLIs,
+    with its upper bounds."""
+    return {path: leaf.metadata["doc"] + _bounds_text(leaf.metadata) for path, leaf in settings()}
+
+
+def _bounds_text(metadata: Mapping[str, Any]) -> str:
+    said = [
+        text.format(metadata[key])
+        for key, text in (
+            ("most", "at most {:,}"),
+            ("items", "at most {:,} items"),
+            ("chars", "at most {:,} characters"),
+        )
+        if key in metadata
+    ]
+    return f" ({', '.join(said)})" if said else ""
+
+
+def drop_retired(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``data`` without ``RETIRED`` settings, for records written before they were retired
+    (checkpoints, exports) that are read, never run."""
+    result = dict(data)
+    for path in RETIRED:
+        section, _, name = path.partition(".")
+        if isinstance(result.get(section), Mapping) and name in result[section]:
+            result[section] = {k: v for k, v in result[section].items() if k != name}
+    return result
+
+
+def unencodable(text: str) -> int | None:
+    """The index of the first character UTF-8 cannot encode (a lone surrogate, which JSON's
+    ``\\ud800`` escapes can carry), or None when it all encodes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode written as escapes, safe to echo in a message."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _plain(value: Any) -> Any:
@@ -312,11 +404,16 @@ def _parse(cls: type, data: Any, path: str, problems: list[Problem]) -> Any:
     known = [f.name for f in fields(cls)]
     for key in data:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
+            name = printable(str(key))
+            where_key = _join(path, name)
+            if where_key in RETIRED:
+                problems.append(
+                    Problem(where_key, f"{where_key} is not a recipe setting: {RETIRED[where_key]}")
+                )
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
             fix = f"did you mean '{close[0]}'?" if close else f"use one of {', '.join(known)}"
-            problems.append(
-                Problem(_join(path, str(key)), f"{where} has no setting '{key}': {fix}")
-            )
+            problems.append(Problem(where_key, f"{where} has no setting '{name}': {fix}"))
     kwargs = {}
     for f in fields(cls):
         if f.name in data:
@@ -366,7 +463,18 @@ def _coerce(value: Any, hint: Any, path: str, problems: list[Problem]) -> Any:
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if hint is str and isinstance(value, str):
-        return value
+        bad = unencodable(value)
+        if bad is None:
+            return value
+        problems.append(
+            Problem(
+                path,
+                f"{path} holds a lone surrogate at character {bad} "
+                f"('{printable(value[max(0, bad - 20) : bad + 20])}'), which is not text UTF-8 "
+                "can store: remove it or write the character it was meant to be",
+            )
+        )
+        return _INVALID
     problems.append(Problem(path, f"{path} must be {_KINDS[hint]}, not {_describe(value)}"))
     return _INVALID
 

@@ -8,10 +8,15 @@ mistake is reported once rather than echoed by every rule downstream of it.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from engine.egress import REFUSED
+from engine.egress import SETTING as EGRESS_SETTING
+from engine.egress import policy as egress_policy
 from engine.families import FAMILIES
 from engine.problems import Problem, RecipeError, or_list
 from engine.rewards.ocr import ocr_prompt_problems, unquoted_prompts
@@ -32,16 +37,62 @@ ROLLOUT_LAUNCHES = ("external", "colocated")
 
 def validate(recipe: Recipe) -> list[Problem]:
     """Return every problem with ``recipe`` (empty when it is valid), in section order."""
-    problems: list[Problem] = []
+    problems = bound_problems(recipe)
+    # The layout's rules list divisors and ranges of these numbers: cheap only within bounds.
+    within_bounds = not any(p.field.startswith(("layout.", "sampler.")) for p in problems)
     _check_model(recipe, problems)
     _check_data(recipe, problems)
     _check_rewards(recipe, problems)
-    _check_layout(recipe, problems)
-    _check_sampler(recipe, problems)
+    if within_bounds:
+        _check_layout(recipe, problems)
+    _check_sampler(recipe, problems, within_bounds)
     _check_optimiser(recipe, problems)
     _check_run(recipe, problems)
     _check_rollout(recipe, problems)
     return problems
+
+
+def bound_problems(recipe: Recipe) -> list[Problem]:
+    """Every setting beyond the upper bound its field declares (``engine.recipe._setting``).
+
+    Each bound fits what the product can run (and what its database columns hold); checking
+    them first keeps every other rule cheap whatever the values are.
+    """
+    problems: list[Problem] = []
+    sections: list[tuple[str, Any]] = [(f.name, getattr(recipe, f.name)) for f in fields(recipe)]
+    sections += [(f"rewards[{i}]", spec) for i, spec in enumerate(recipe.rewards)]
+    for prefix, section in sections:
+        if not is_dataclass(section):
+            continue
+        for leaf in fields(section):
+            _bound(f"{prefix}.{leaf.name}", getattr(section, leaf.name), leaf.metadata, problems)
+    rewards = next(f for f in fields(recipe) if f.name == "rewards")
+    _bound("rewards", recipe.rewards, rewards.metadata, problems)
+    return problems
+
+
+def _bound(path: str, value: Any, limits: Mapping[str, Any], problems: list[Problem]) -> None:
+    name = path.rpartition(".")[2]
+    most, items, chars = limits.get("most"), limits.get("items"), limits.get("chars")
+    if items is not None and len(value) > items:
+        problems.append(
+            Problem(path, f"{name} lists {len(value):,} items; at most {items:,} fit: remove some")
+        )
+        return
+    values = value if isinstance(value, tuple) else (value,)
+    for index, item in enumerate(values):
+        where = f"{path}[{index}]" if isinstance(value, tuple) else path
+        if most is not None and isinstance(item, int | float) and item > most:
+            leaf = where.rpartition(".")[2]
+            problems.append(Problem(where, f"{leaf}={item} is over {most:,}: use at most {most:,}"))
+        elif chars is not None and isinstance(item, str) and len(item) > chars:
+            problems.append(
+                Problem(
+                    where,
+                    f"{where.rpartition('.')[2]} is {len(item):,} characters long; at most "
+                    f"{chars:,} fit: shorten it",
+                )
+            )
 
 
 def check_paths(recipe: Recipe, root: str | Path | None = None) -> list[Problem]:
@@ -113,8 +164,9 @@ def _dataset_problems(recipe: Recipe, base: Path) -> list[Problem]:
 
 
 def divisors(n: int) -> list[int]:
-    """The positive divisors of ``n`` in increasing order."""
-    return [d for d in range(1, n + 1) if n % d == 0] if n > 0 else []
+    """The positive divisors of ``n`` in increasing order, in O(sqrt n) steps."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0] if n > 0 else []
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def _near(candidates: list[int], wanted: int, keep: int = 8) -> str:
@@ -286,7 +338,7 @@ def _check_layout(recipe: Recipe, problems: list[Problem]) -> None:
                 "layout.micro_batch_size_tstep",
                 f"micro_batch_size_tstep={layout.micro_batch_size_tstep} exceeds "
                 f"sde_window_size={window}: a tile holds at most the window's steps; "
-                f"use {or_list(range(1, window + 1))}",
+                f"use {_near(list(range(1, window + 1)), layout.micro_batch_size_tstep)}",
             )
         )
     if not (prompts and group >= 2 and steps):
@@ -339,7 +391,7 @@ def _check_layout(recipe: Recipe, problems: list[Problem]) -> None:
         )
 
 
-def _check_sampler(recipe: Recipe, problems: list[Problem]) -> None:
+def _check_sampler(recipe: Recipe, problems: list[Problem], within_bounds: bool) -> None:
     sampler = recipe.sampler
     family = FAMILIES.get(recipe.model.family)
     for name, side in (("height", sampler.height), ("width", sampler.width)):
@@ -370,7 +422,8 @@ def _check_sampler(recipe: Recipe, problems: list[Problem]) -> None:
     )
     _check_guidance(recipe, problems)
     _check_noise(recipe, problems)
-    _check_window(recipe, problems)
+    if within_bounds:
+        _check_window(recipe, problems)
 
 
 def _check_guidance(recipe: Recipe, problems: list[Problem]) -> None:
@@ -561,9 +614,15 @@ def _check_rollout(recipe: Recipe, problems: list[Problem]) -> None:
                 f"launch='{rollout.launch}' is unknown: use {or_list(ROLLOUT_LAUNCHES)}",
             )
         )
+    egress = egress_policy()
     for index, url in enumerate(rollout.server_urls):
-        parsed = urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        try:
+            parsed = urlsplit(url)
+            valid = parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            parsed.port  # noqa: B018 -- raises ValueError for a port out of range
+        except ValueError:
+            valid = False
+        if not valid:
             problems.append(
                 Problem(
                     f"rollout.server_urls[{index}]",
@@ -571,26 +630,27 @@ def _check_rollout(recipe: Recipe, problems: list[Problem]) -> None:
                     "write it as http://HOST:PORT",
                 )
             )
+        elif egress.url_problem(url):
+            problems.append(
+                Problem(
+                    f"rollout.server_urls[{index}]",
+                    f"server_urls[{index}]='{url}' is {REFUSED}: loopback, private and "
+                    "link-local addresses are reachable only where the administrator lists "
+                    f"them in {EGRESS_SETTING} (docs/deploy.md); use a server it allows",
+                )
+            )
     if len(set(rollout.server_urls)) != len(rollout.server_urls):
         problems.append(
             Problem("rollout.server_urls", "server_urls lists a URL twice: list each once")
         )
-    if rollout.backend == "sglang":
-        if rollout.launch == "external" and not rollout.server_urls:
-            problems.append(
-                Problem(
-                    "rollout.server_urls",
-                    "backend='sglang' with launch='external' needs server_urls: list the "
-                    "servers, e.g. [\"http://gpu1:30000\"], or set launch='colocated'",
-                )
+    if rollout.backend == "sglang" and rollout.launch == "external" and not rollout.server_urls:
+        problems.append(
+            Problem(
+                "rollout.server_urls",
+                "backend='sglang' with launch='external' needs server_urls: list the "
+                "servers, e.g. [\"http://gpu1:30000\"], or set launch='colocated'",
             )
-        if rollout.launch == "colocated" and not rollout.server_command.strip():
-            problems.append(
-                Problem(
-                    "rollout.server_command",
-                    "server_command is empty but launch='colocated' starts it: e.g. 'sglang serve'",
-                )
-            )
+        )
     _at_least_one(problems, "rollout", "server_concurrency", rollout.server_concurrency, "e.g. 4")
     if rollout.max_retries < 0:
         problems.append(

@@ -255,6 +255,23 @@ GROUPWISE_DATA_ROOTS = [
 ]
 # Runs one user may create (new, API, clone) per period: N/second|minute|hour|day, or off.
 GROUPWISE_RUN_CREATE_LIMIT = env_rate("GROUPWISE_RUN_CREATE_LIMIT", "60/hour")
+# Recipe checks (validate and layout share it) one user may ask for per period; the New run
+# form asks at most 4 times a second while someone types.
+GROUPWISE_RECIPE_CHECK_LIMIT = env_rate("GROUPWISE_RECIPE_CHECK_LIMIT", "240/minute")
+
+# The cache holds the rate limits' counters: in Redis when there is one, so every web process
+# counts together; otherwise in each process's memory.
+CACHES: dict[str, Any] = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "groupwise",
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -264,6 +281,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # Refuses text UTF-8 cannot store and absurd nesting with a 400 (webapp/core/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "webapp.core.parsers.StrictJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

@@ -1,10 +1,11 @@
 """Colocated mode: the worker starts a rollout server for the run's model and stops it after.
 
-``ColocatedServer`` runs ``<server_command> --model-path DIR --host 127.0.0.1 --port P`` (sglang's
+``ColocatedServer`` runs ``<command> --model-path DIR --host 127.0.0.1 --port P`` (sglang's
 ``sglang serve`` flags; ``python -m engine serve-rollout`` takes the same), waits for its
 ``/health`` until a deadline, and stops it when the block ends, however it ends. On Linux the
 child also gets SIGTERM if the worker dies without cleaning up (PR_SET_PDEATHSIG), so no
-server outlives its run.
+server outlives its run. The command is the worker host's configuration
+(``engine.rollout.launch.server_command``), never a recipe's.
 """
 
 from __future__ import annotations

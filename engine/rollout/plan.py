@@ -43,7 +43,7 @@ def rollout_requests(
             group_index=group,
         )
         for group, prompt in enumerate(prompts)
-        for chunk in _chunks(plan.group_seeds[group], recipe.layout.diffusion_microgroup_size)
+        for chunk in _chunks(plan.group_seeds(group), recipe.layout.diffusion_microgroup_size)
     ]
 
 

@@ -22,6 +22,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
+from engine.egress import REFUSED, EgressPolicy, is_refusal
+from engine.egress import policy as egress_policy
 from engine.policy import ADAPTER
 from engine.rollout.protocol import ProtocolError, parse_result, request_payload, unpack
 from engine.rollout.types import RolloutRequest, RolloutResult
@@ -65,12 +67,16 @@ class SGLangBackend:
         timeout: float = 600.0,
         max_retries: int = 3,
         backoff: float = 0.5,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        """``egress`` decides which addresses may be connected to; None reads the
+        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``)."""
         if not urls:
             raise ValueError("no server URL: give at least one")
         self.servers = [_Server(url.rstrip("/")) for url in urls]
         self.server_concurrency = server_concurrency
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
+        self.egress = egress_policy() if egress is None else egress
         #: Attempts that failed transiently and were tried again.
         self.retries = 0
         self._slots = threading.Condition()
@@ -217,7 +223,7 @@ class SGLangBackend:
         headers = {} if data is None else {"Content-Type": "application/json"}
         call = urllib.request.Request(server.url + path, data, headers, method=method)
         try:
-            with urllib.request.urlopen(call, timeout=timeout) as response:
+            with self.egress.urlopen(call, timeout=timeout) as response:
                 return response.read()
         except urllib.error.HTTPError as error:
             detail = _detail(error)
@@ -227,6 +233,9 @@ class SGLangBackend:
                 f"{server.url}: HTTP {error.code} on {path}: {detail}"
             ) from None
         except urllib.error.URLError as error:
+            if is_refusal(error):
+                # Said the same whatever the address is, so nothing about it leaks.
+                raise RolloutServerError(f"{server.url}: {REFUSED}") from None
             if isinstance(error.reason, TimeoutError):
                 raise _Transient(f"no answer to {path} within {timeout} s", dead=False) from None
             raise _Transient(f"cannot connect: {error.reason}", dead=True) from None

@@ -90,7 +90,15 @@
         body: JSON.stringify({ preset: form.elements.preset.value, overrides: overrides() }),
       });
       const answer = await response.json();
-      if (ticket === latest) render(answer);
+      if (ticket !== latest) return;
+      if (response.status === 429) {
+        // Over the recipe-check limit: say so, and check again once it allows.
+        state.textContent = answer.detail;
+        const wait = Number(response.headers.get("Retry-After")) || 5;
+        timer = setTimeout(check, wait * 1000);
+        return;
+      }
+      render(answer);
     } catch (error) {
       state.textContent = "Could not check the recipe: " + error;
     }

@@ -129,7 +129,7 @@ def test_tiny_color_seeds_of_the_first_two_rollouts():
     first = layout(recipe)
     # rollout_seed = 42 + 0 x 32; sample (g, i) = 42 + 8g + i.
     assert first.rollout_seed == 42
-    assert first.group_seeds == (
+    assert tuple(first.group_seeds(g) for g in range(4)) == (
         tuple(range(42, 50)),
         tuple(range(50, 58)),
         tuple(range(58, 66)),
@@ -138,17 +138,16 @@ def test_tiny_color_seeds_of_the_first_two_rollouts():
     second = layout(recipe, rollout_index=1)
     # rollout_seed = 42 + 1 x 4 x 8 = 74: it starts where rollout 0's seeds end.
     assert second.rollout_seed == 74
-    assert second.group_seeds[0] == tuple(range(74, 82))
-    assert second.group_seeds[3][7] == 74 + 3 * 8 + 7
+    assert second.group_seeds(0) == tuple(range(74, 82))
+    assert second.group_seeds(3)[7] == 74 + 3 * 8 + 7
 
 
 def test_qwen_image_seeds():
     derived = layout(PRESETS["ocr-qwen-image-2gpu"].recipe, rollout_index=3)
     # 42 + 3 x 16 x 16 = 810; last sample: 810 + 15 x 16 + 15 = 1065.
     assert derived.rollout_seed == 810
-    assert derived.group_seeds[15][15] == 1065
-    assert len(derived.group_seeds) == 16
-    assert all(len(group) == 16 for group in derived.group_seeds)
+    assert derived.group_seeds(15)[15] == 1065
+    assert all(len(derived.group_seeds(g)) == 16 for g in range(16))
 
 
 def test_seeds_wrap_at_two_to_the_31():
@@ -158,7 +157,10 @@ def test_seeds_wrap_at_two_to_the_31():
 
 def test_seeds_do_not_depend_on_the_microgroup():
     seeds = {
-        micro: layout(apply_overrides(Recipe(), {"diffusion_microgroup_size": micro})).group_seeds
+        micro: [
+            layout(apply_overrides(Recipe(), {"diffusion_microgroup_size": micro})).group_seeds(g)
+            for g in range(4)
+        ]
         for micro in (1, 2, 4)
     }
     assert seeds[1] == seeds[2] == seeds[4]
@@ -203,4 +205,4 @@ def test_invalid_recipe_has_no_layout():
 def test_layout_to_dict_is_json():
     data = layout(PRESETS["tiny-color"].recipe).to_dict()
     assert json.loads(json.dumps(data)) == data
-    assert data["group_seeds"][0] == list(range(42, 50))
+    assert data["first_group_seeds"] == list(range(42, 50))

@@ -329,11 +329,6 @@ INVALID = [
         "server_urls lists a URL twice: list each once",
     ),
     (
-        {"backend": "sglang", "launch": "colocated", "server_command": " "},
-        "rollout.server_command",
-        "server_command is empty but launch='colocated' starts it: e.g. 'sglang serve'",
-    ),
-    (
         {"launch": "remote"},
         "rollout.launch",
         "launch='remote' is unknown: use external or colocated",

@@ -46,3 +46,15 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
         while True:
             await self._push_once()
             await asyncio.sleep(PUSH_SECONDS)
+
+
+#: Close code for a socket path no consumer serves (as HTTP's 404).
+CLOSE_UNKNOWN_PATH = 4404
+
+
+class UnknownPathConsumer(AsyncJsonWebsocketConsumer):
+    """Every socket path no other route matches: refused cleanly, never an error in the server
+    (Channels' router raises for an unmatched path, which servers report as a 500)."""
+
+    async def connect(self) -> None:
+        await self.close(code=CLOSE_UNKNOWN_PATH)

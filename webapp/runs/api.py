@@ -11,6 +11,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -20,18 +21,19 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.decorators import action, api_view
+from rest_framework.decorators import action, api_view, throttle_classes
 from rest_framework.exceptions import Throttled, ValidationError
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
 
 from engine.metrics_table import rows_as_json
 from engine.presets import PRESETS
 from engine.problems import RecipeError
 from webapp.runs import export_views, housekeeping, services
-from webapp.runs.models import Event, Run
+from webapp.runs.models import MAX_ID, Event, Run
 from webapp.runs.queue import queue_entries
 from webapp.runs.quota import RateLimited
 from webapp.runs.serializers import (
@@ -73,6 +75,28 @@ TOO_MANY = OpenApiResponse(
 )
 
 
+TOO_MANY_CHECKS = OpenApiResponse(
+    DetailSerializer,
+    description="Recipe-check limit reached (GROUPWISE_RECIPE_CHECK_LIMIT); see Retry-After.",
+)
+
+
+class RecipeCheckThrottle(UserRateThrottle):
+    """``validate`` and ``layout`` draw on one budget per user, ``GROUPWISE_RECIPE_CHECK_LIMIT``
+    (read per request, so a changed setting applies at once)."""
+
+    scope = "recipe-check"
+
+    def get_rate(self) -> str | None:
+        limit = settings.GROUPWISE_RECIPE_CHECK_LIMIT
+        return None if limit is None else limit.text
+
+    def parse_rate(self, rate: str | None) -> tuple[int | None, int | None]:
+        # DRF's parser knows one-unit periods only ("5/m"); ours also takes "100/3600s".
+        limit = settings.GROUPWISE_RECIPE_CHECK_LIMIT
+        return (None, None) if rate is None or limit is None else (limit.count, limit.seconds)
+
+
 class Pages(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
@@ -80,13 +104,17 @@ class Pages(PageNumberPagination):
 
 
 def _int_param(request: Request, name: str) -> int | None:
+    """A whole-number query parameter, one the database can compare with (64-bit)."""
     raw = request.query_params.get(name)
     if raw in (None, ""):
         return None
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
-        raise ValidationError({name: [f"{name}={raw!r} is not an integer"]}) from None
+        raise ValidationError({name: [f"{name}={raw[:40]!r} is not an integer"]}) from None
+    if abs(value) > MAX_ID:
+        raise ValidationError({name: [f"{name}={raw[:40]} is out of range: at most {MAX_ID}"]})
+    return value
 
 
 class CsvErrorRenderer(BaseRenderer):
@@ -200,11 +228,11 @@ class RunViewSet(
                 data["built"],
                 preset=data.get("preset") or "",
                 notify={k: data[k] for k in ("notify_email", "webhook_url") if k in data},
+                notes=data.get("notes"),
+                tags=data.get("tags"),
             )
         except RateLimited as error:
             raise _too_many(error) from None
-        if data.get("notes") or data.get("tags"):
-            run = services.update_settings(run, notes=data.get("notes"), tags=data.get("tags"))
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunSerializer, 404: NOT_FOUND, 409: CONFLICT})
@@ -467,8 +495,11 @@ def presets(request: Request) -> Response:
     )
 
 
-@extend_schema(request=RecipeRequestSerializer, responses={200: ValidationSerializer})
+@extend_schema(
+    request=RecipeRequestSerializer, responses={200: ValidationSerializer, 429: TOO_MANY_CHECKS}
+)
 @api_view(["POST"])
+@throttle_classes([RecipeCheckThrottle])
 def validate_recipe(request: Request) -> Response:
     """Always 200: ``valid``, every problem with its field, and the layout when valid."""
     body = RecipeRequestSerializer(data=request.data)
@@ -494,8 +525,12 @@ def validate_recipe(request: Request) -> Response:
     )
 
 
-@extend_schema(request=RecipeRequestSerializer, responses={200: OpenApiTypes.OBJECT, 400: INVALID})
+@extend_schema(
+    request=RecipeRequestSerializer,
+    responses={200: OpenApiTypes.OBJECT, 400: INVALID, 429: TOO_MANY_CHECKS},
+)
 @api_view(["POST"])
+@throttle_classes([RecipeCheckThrottle])
 def recipe_layout(request: Request) -> Response:
     """The derived layout of a valid recipe; 400 with the problems otherwise."""
     body = RecipeRequestSerializer(data=request.data)

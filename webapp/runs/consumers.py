@@ -20,7 +20,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Max
 
-from webapp.runs.models import Event, Run
+from webapp.runs.models import MAX_ID, Event, Run
 from webapp.runs.sink import RUN_STATE, run_group
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
-        if not await _visible(self.run_id, user):
+        # An id past the database's integers names no run (and would fail the query).
+        if self.run_id > MAX_ID or not await _visible(self.run_id, user):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.channel_layer.group_add(run_group(self.run_id), self.channel_name)
@@ -63,7 +64,11 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             return
         try:
             after = int(content.get("after") or 0)
+            # Past the database's integers no event has that sequence number.
+            valid = abs(after) <= MAX_ID
         except (TypeError, ValueError):
+            valid = False
+        if not valid:
             await self.send_json({"type": "error", "message": "after must be a sequence number"})
             return
         first = self.after is None

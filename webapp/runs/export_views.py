@@ -25,7 +25,7 @@ from engine.recipe import Recipe
 from engine.samples_export import SampleRecord, sample_files
 from engine.snippets import loading_snippet
 from engine.zipstream import ExportFile, stream_zip
-from webapp.runs.models import Checkpoint, Event, Run
+from webapp.runs.models import MAX_ID, Checkpoint, Event, Run
 
 #: The event types the metrics table reads.
 METRIC_EVENTS = ("train_step_finished", "rollout_finished", "evaluation_finished")
@@ -151,9 +151,12 @@ def _step(request: HttpRequest) -> int | None:
     if raw == "":
         return None
     try:
-        return int(raw)
+        step = int(raw)
     except ValueError:
-        raise Http404(f"step={raw!r} is not a step number") from None
+        raise Http404(f"step={raw[:40]!r} is not a step number") from None
+    if abs(step) > MAX_ID:
+        raise Http404(f"step={raw[:40]} is no step of this run")
+    return step
 
 
 def _run(request: HttpRequest, run_id: int) -> Run:

@@ -16,14 +16,17 @@ from django.conf import settings
 
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
+from engine.prompts import parse_prompt_text
 from engine.recipe import Recipe, field_docs
+from engine.recipe import settings as recipe_settings
 from webapp.runs import services
 
 #: Recipe sections shown as fieldsets, in order; rewards is edited as JSON.
 SECTIONS = ("layout", "sampler", "optimiser", "run", "data", "model", "rollout")
 #: Settings edited as one prompt per line rather than JSON.
 LINE_LISTS = {"data.prompts", "data.eval_prompts"}
-MAX_PROMPTS = 100_000
+#: An upload becomes data.prompts: it may hold as many prompts as that setting.
+MAX_PROMPTS: int = dict(recipe_settings())["data.prompts"].metadata["items"]
 #: Prompt files by extension; the browser's content type must be one a text file may carry.
 UPLOAD_SUFFIXES = (".txt", ".jsonl")
 UPLOAD_CONTENT_TYPES = {
@@ -233,18 +236,9 @@ def human_bytes(size: int) -> str:
 
 
 def parse_prompts(text: str, *, jsonl: bool) -> list[str]:
-    """Prompts from a text file (one per line) or JSONL (``{"prompt": ...}`` per line)."""
-    if not jsonl:
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    prompts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(f"line {number} is not JSON: {error.msg}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
-            raise forms.ValidationError(f'line {number} has no "prompt" string')
-        prompts.append(record["prompt"].strip())
-    return prompts
+    """Prompts from a text file (one per line) or JSONL (``{"prompt": ...}`` per line), by the
+    engine's one parser of prompt files."""
+    try:
+        return list(parse_prompt_text(text, jsonl=jsonl, source="", field="prompt_file"))
+    except RecipeError as error:
+        raise forms.ValidationError(error.problems[0].message) from None

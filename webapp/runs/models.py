@@ -9,6 +9,9 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
+#: The largest id or count a query may name: the databases' 64-bit integers end here.
+MAX_ID = 2**63 - 1
+
 
 class RunQuerySet(models.QuerySet["Run"]):
     def visible_to(self, user: Any) -> RunQuerySet:

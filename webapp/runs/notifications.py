@@ -19,6 +19,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.urls import reverse
 
+from engine import egress
 from webapp.runs.models import Notification, Run
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,9 @@ def _email(run: Run) -> Notification:
 def _webhook(run: Run) -> Notification:
     body = json.dumps(message(run)).encode()
     attempts = settings.GROUPWISE_WEBHOOK_ATTEMPTS
+    # Checked again on every connection, after DNS: the URL was checked when it was set, but a
+    # name may resolve elsewhere now, and a redirect may point anywhere.
+    opener = egress.policy().opener()
     detail = ""
     for attempt in range(attempts):
         if attempt:
@@ -96,7 +100,7 @@ def _webhook(run: Run) -> Notification:
             headers={"Content-Type": "application/json", "User-Agent": "groupwise"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=settings.GROUPWISE_WEBHOOK_TIMEOUT) as r:
+            with opener.open(request, timeout=settings.GROUPWISE_WEBHOOK_TIMEOUT) as r:
                 detail = f"HTTP {r.status}"
                 return _record(run, Notification.Channel.WEBHOOK, run.webhook_url, True, detail)
         except urllib.error.HTTPError as error:
@@ -104,6 +108,10 @@ def _webhook(run: Run) -> Notification:
             if error.code < 500:
                 break  # The endpoint refused this message: sending it again will not help.
         except (OSError, ValueError) as error:
+            if egress.is_refusal(error):
+                # The user sees the policy's word only, never what an internal address said.
+                detail = egress.REFUSED
+                break
             detail = f"{type(error).__name__}: {error}"
     logger.warning("run %s: webhook %s failed: %s", run.pk, run.webhook_url, detail)
     return _record(

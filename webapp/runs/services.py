@@ -16,6 +16,7 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
+from engine import egress
 from engine.layout import layout
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
@@ -79,12 +80,15 @@ def create_run(
     preset: str = "",
     cloned_from: Run | None = None,
     notify: dict[str, Any] | None = None,
+    notes: str | None = None,
+    tags: Any = None,
 ) -> Run:
     """Store a queued run and enqueue its training once the row is committed.
 
-    ``notify`` sets the run's ``notify_email`` and ``webhook_url``. Raises ``quota.RateLimited``
-    when the owner has created too many runs lately; the owner's row is locked while counting, so
-    concurrent requests of one user are counted one by one.
+    ``notify`` sets the run's ``notify_email`` and ``webhook_url``, ``notes`` and ``tags`` its
+    notes and tags, all in the one transaction: a create that fails leaves nothing behind.
+    Raises ``quota.RateLimited`` when the owner has created too many runs lately; the owner's
+    row is locked while counting, so concurrent requests of one user are counted one by one.
     """
     with transaction.atomic():
         list(get_user_model().objects.select_for_update().filter(pk=owner.pk).values_list("pk"))
@@ -99,6 +103,8 @@ def create_run(
             queued_at=timezone.now(),
             **(notify or {}),
         )
+        if notes or tags:
+            run = update_settings(run, notes=notes, tags=tags)
         _enqueue(run)
     return run
 
@@ -191,6 +197,16 @@ def check_webhook_url(url: str) -> str:
             raise SettingsError(
                 {"webhook_url": [f"'{url[:100]}' is not an http(s) URL: e.g. https://host/hook"]}
             ) from None
+        if egress.policy().url_problem(url):
+            raise SettingsError(
+                {
+                    "webhook_url": [
+                        f"'{url[:100]}' is {egress.REFUSED}: loopback, private and link-local "
+                        f"addresses are reachable only where the administrator lists them in "
+                        f"{egress.SETTING} (docs/deploy.md); use a public endpoint"
+                    ]
+                }
+            )
     return url
 
 

@@ -22,7 +22,7 @@ from django.views.static import serve
 from engine.presets import PRESETS
 from webapp.runs import housekeeping, queue, services
 from webapp.runs.forms import NewRunForm, human_bytes
-from webapp.runs.models import ApiToken, Run, Sample, Tag
+from webapp.runs.models import MAX_ID, ApiToken, Run, Sample, Tag
 from webapp.runs.paths import run_media_file
 from webapp.runs.quota import RateLimited
 
@@ -72,13 +72,12 @@ def new_run(request: HttpRequest) -> HttpResponse:
                         "notify_email": data["notify_email"],
                         "webhook_url": data["webhook_url"],
                     },
+                    tags=data["tags"],
                 )
             except RateLimited as error:
                 form.add_error(None, str(error))
                 limited = error
             else:
-                if data["tags"]:
-                    services.update_settings(run, tags=data["tags"])
                 messages.success(request, f"Run #{run.pk} is queued.")
                 return redirect("run-detail-page", run.pk)
     else:
@@ -186,10 +185,7 @@ def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     order = request.GET.get("order", "group")
     if order not in GALLERY_ORDERS:
         order = "group"
-    try:
-        step = int(request.GET.get("step", steps[-1] if steps else 0))
-    except ValueError:
-        step = steps[-1] if steps else 0
+    step = _step_param(request, steps)
     evolution = request.GET.get("view") == "evolution" and bool(prompt)
     if evolution:
         # One prompt across steps: its best sample of each rollout, in step order.
@@ -231,6 +227,17 @@ def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
 MAX_COMPARED = 8
 
 
+def _step_param(request: HttpRequest, steps: list[int]) -> int:
+    """The ``?step=`` asked for, else the latest stored step (also for text, or a number past
+    the database's integers, which no step can be)."""
+    latest = steps[-1] if steps else 0
+    try:
+        step = int(request.GET.get("step", latest))
+    except ValueError:
+        return latest
+    return step if abs(step) <= MAX_ID else latest
+
+
 @require_GET
 def compare_runs(request: HttpRequest) -> HttpResponse:
     """Two or more runs side by side: recipe differences, reward curves, one prompt's groups."""
@@ -241,6 +248,8 @@ def compare_runs(request: HttpRequest) -> HttpResponse:
         ids = [int(i) for i in request.GET.getlist("ids") if i]
     except ValueError:
         ids = []
+    # An id past the database's integers names no run (and would fail the query).
+    ids = [i for i in ids if 0 < i <= MAX_ID]
     runs = list(Run.objects.visible_to(request.user).filter(pk__in=ids[:MAX_COMPARED]))
     if len(runs) < 2:
         messages.error(request, "Pick two or more of your runs to compare.")
@@ -250,10 +259,7 @@ def compare_runs(request: HttpRequest) -> HttpResponse:
     prompts = sorted(set(live.values_list("prompt", flat=True).distinct()[:500]))
     prompt = request.GET.get("prompt") or (prompts[0] if prompts else "")
     steps = sorted(set(live.values_list("step", flat=True).distinct()))
-    try:
-        step = int(request.GET.get("step", steps[-1] if steps else 0))
-    except ValueError:
-        step = steps[-1] if steps else 0
+    step = _step_param(request, steps)
     columns = [
         {
             "run": run,

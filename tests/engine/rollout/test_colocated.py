@@ -5,10 +5,15 @@ from __future__ import annotations
 import shlex
 import sys
 import urllib.request
+from contextlib import ExitStack
 
 import pytest
 
+from engine.egress import EgressPolicy
+from engine.overrides import apply_overrides
+from engine.recipe import Recipe
 from engine.rollout.colocated import ColocatedServer, ServerStartError
+from engine.rollout.launch import SERVER_COMMAND_SETTING, remote_backend, server_command
 from engine.rollout.sglang import SGLangBackend
 
 PYTHON = shlex.quote(sys.executable)
@@ -44,3 +49,23 @@ def test_a_server_never_healthy_is_stopped_at_the_deadline(tmp_path):
     with pytest.raises(ServerStartError, match=r"not healthy after 0\.5 s"):
         server.__enter__()
     assert server.process is not None and server.process.poll() is not None
+
+
+def test_the_command_is_the_hosts_and_the_server_is_on_its_loopback(tmp_path, monkeypatch):
+    # The host's setting names the command; the colocated server is reached on the worker's
+    # loopback even where the egress policy lists nothing.
+    monkeypatch.setenv(SERVER_COMMAND_SETTING, f"{PYTHON} -m engine serve-rollout")
+    monkeypatch.setenv("GROUPWISE_EGRESS_ALLOW", "")
+    recipe = apply_overrides(Recipe(), {"backend": "sglang", "launch": "colocated"})
+    with ExitStack() as resources:
+        backend = remote_backend(recipe, None, tmp_path, resources)
+        assert backend.egress == EgressPolicy.loopback()
+        (server,) = backend.servers
+        assert server.kind == "groupwise"
+
+
+def test_sglang_is_the_default_command(monkeypatch):
+    monkeypatch.delenv(SERVER_COMMAND_SETTING, raising=False)
+    assert server_command() == "sglang serve"
+    monkeypatch.setenv(SERVER_COMMAND_SETTING, "  ")
+    assert server_command() == "sglang serve"

@@ -19,7 +19,7 @@ def test_requests_carry_the_layout_seeds_and_window():
     assert len(requests) == plan.requests_per_rollout == 8
     assert [r.prompt for r in requests[:2]] == ["a red image"] * 2
     assert [r.group_index for r in requests] == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert requests[0].seeds + requests[1].seeds == plan.group_seeds[0]
+    assert requests[0].seeds + requests[1].seeds == plan.group_seeds(0)
     assert {r.sde_step_indices for r in requests} == {plan.sde_window}
 
 

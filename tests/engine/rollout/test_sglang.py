@@ -204,7 +204,7 @@ def test_a_short_run_trains_through_the_server_and_reports_weight_sync(
     (rollout,) = [e for e in seen if isinstance(e, events.RolloutFinished)]
     # Answers arrive in any order; the event keeps groups and samples in seed order.
     assert [[s.seed for s in g.samples] for g in rollout.groups] == [
-        list(seeds) for seeds in layout(recipe, 0).group_seeds
+        list(layout(recipe, 0).group_seeds(g)) for g in range(recipe.layout.rollout_batch_size)
     ]
 
 
