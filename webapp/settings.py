@@ -14,6 +14,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from engine.egress import SETTING as EGRESS_SETTING
+from engine.egress import EgressConfigError, EgressPolicy
 from webapp.env import (
     database_from_url,
     env_bool,
@@ -253,6 +255,13 @@ GROUPWISE_DATA_ROOTS = [
         ],
     )
 ]
+# Non-public addresses user URLs (rollout.server_urls, webhooks) may reach: host names, .domains
+# and CIDRs (engine/egress.py reads it where it connects). Parsed here so that a bad entry stops
+# the start-up instead of failing each request.
+try:
+    EgressPolicy.parse(env_str(EGRESS_SETTING, ""))
+except EgressConfigError as _error:
+    raise ImproperlyConfigured(str(_error)) from None
 # Runs one user may create (new, API, clone) per period: N/second|minute|hour|day, or off.
 GROUPWISE_RUN_CREATE_LIMIT = env_rate("GROUPWISE_RUN_CREATE_LIMIT", "60/hour")
 # Recipe checks (validate and layout share it) one user may ask for per period; the New run

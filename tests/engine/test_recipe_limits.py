@@ -236,3 +236,10 @@ def test_replace_keeps_bounds_checkable() -> None:
     # Code that builds recipes directly (sweeps, tests) is held to the same bounds.
     recipe = replace(Recipe(), layout=replace(Recipe().layout, num_gpus=1025))
     assert {p.field for p in recipe.validate()} >= {"layout.num_gpus"}
+
+
+def test_the_recipes_doc_lists_every_bound() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "recipes.md").read_text()
+    for path, _kind, bound in [*_bounded(), ("rewards", "items", 16)]:
+        (row,) = [line for line in doc.splitlines() if line.startswith(f"| `{path}` |")]
+        assert f"at most {bound:,}" in row, row

@@ -46,10 +46,14 @@ def token(owner: Any) -> str:
     return ApiToken.issue(owner, "schemathesis")[1]
 
 
+#: The owner's run's name: text no answer to anyone else may contain.
+SECRET_NAME = "owner-only-run-4c1f"
+
+
 @pytest.fixture
 def owned_run(owner: Any) -> Run:
     """A run with an event and a sample, so the run's sub-resources have something to show."""
-    run = make_run(owner, status=Run.Status.RUNNING)
+    run = make_run(owner, status=Run.Status.RUNNING, name=SECRET_NAME)
     Event.objects.create(
         run=run, seq=1, type="log_line", payload={"message": "hello"}, time=run.created_at
     )
@@ -105,3 +109,47 @@ def test_api_conforms_to_its_schema(case: Any, wsgi_app: Any, token: str, owned_
     case.call_and_validate(
         headers={"Authorization": f"Bearer {token}"}, checks=CHECKS, app=wsgi_app
     )
+
+
+FUZZ = settings(
+    max_examples=8,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+
+
+@schema.parametrize()
+@FUZZ
+def test_another_user_gets_nothing_of_the_owners(
+    case: Any, wsgi_app: Any, other: Any, owned_run: Run
+) -> None:
+    # The same requests from a user who owns nothing: aimed at the owner's run, they must be
+    # answered as if it did not exist, and no answer may hold any of it.
+    if "id" in (case.path_parameters or {}):
+        case.path_parameters["id"] = owned_run.pk
+    token = ApiToken.issue(other, "fuzz")[1]
+    response = case.call(headers={"Authorization": f"Bearer {token}"}, app=wsgi_app)
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
+    assert SECRET_NAME not in response.text
+    # OPTIONS describes the endpoint (DRF's metadata), never a run: that may answer 200.
+    if "id" in (case.path_parameters or {}) and response.request.method != "OPTIONS":
+        assert response.status_code not in range(200, 300), response.text[:200]
+
+
+@schema.parametrize()
+@FUZZ
+def test_anonymous_requests_are_refused(case: Any, wsgi_app: Any, owned_run: Run) -> None:
+    if "id" in (case.path_parameters or {}):
+        case.path_parameters["id"] = owned_run.pk
+    response = case.call(app=wsgi_app)
+    case.validate_response(response, checks=[not_a_server_error])
+    # DRF answers an unknown ?format= with 404 before it authenticates: about the format, not
+    # about any run.
+    if response.status_code == 404:
+        assert json.loads(response.text) == {"detail": "Not found."}
+        assert case.query and "format" in case.query
+    else:
+        assert response.status_code == 401, response.text[:200]
+    assert SECRET_NAME not in response.text

@@ -122,6 +122,8 @@ TABLE = [
     # Sockets: 101 accepted; 4401 anonymous, 4404 not yours (webapp/*/consumers.py).
     Row("ws/status/", "WS", "/ws/status/", 101, 101, 101, 4401),
     Row("ws/runs/<int:run_id>/", "WS", "/ws/runs/{run}/", 101, 4404, 101, 4401),
+    # Every other socket path: closed the same way for everyone.
+    Row("", "WS", "/ws/no-such-socket/", 4404, 4404, 4404, 4404),
 ]
 
 

@@ -186,6 +186,10 @@ class RunViewSet(
     def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().list(request, *args, **kwargs)
 
+    @extend_schema(responses={200: RunSerializer, 404: NOT_FOUND})
+    def retrieve(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().retrieve(request, *args, **kwargs)
+
     @extend_schema(
         request=RunSettingsSerializer,
         responses={200: RunSerializer, 400: INVALID, 404: NOT_FOUND, 409: CONFLICT},

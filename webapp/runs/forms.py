@@ -17,7 +17,7 @@ from django.conf import settings
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
 from engine.prompts import parse_prompt_text
-from engine.recipe import Recipe, field_docs
+from engine.recipe import RETIRED, Recipe, field_docs
 from engine.recipe import settings as recipe_settings
 from webapp.runs import services
 
@@ -197,6 +197,11 @@ class NewRunForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
+        # A retired setting posted by hand (or an old saved form) is refused like the API
+        # refuses it, rather than silently dropped with the rest of the unknown fields.
+        for path, where in RETIRED.items():
+            if form_name(path) in self.data:
+                self.add_error(None, f"{path} is not a recipe setting: {where}")
         if self.errors:
             return cleaned
         try:
