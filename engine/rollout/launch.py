@@ -60,7 +60,8 @@ def remote_backend(
         max_retries=rollout.max_retries,
         egress=egress,
     )
-    backend.check_servers()
+    # A colocated server was waited on already; an external one may still be warming up.
+    backend.check_servers(startup_timeout=rollout.startup_timeout)
     return backend
 
 
