@@ -1,0 +1,324 @@
+"""sglang 0.5.23's real routes and rollout code served on the CPU, the GPU worker replaced.
+
+``python -m tests.sglang_d.harness.server --port 0 [--packed] [--warmup-file F] [--hold-dir D]``
+prints ``serving on URL`` once its socket listens. The routes, the request model, the
+sampling params, the rollout controller, hooks and scheduler ``step`` are the wheel's own
+(``modules``); ``HarnessWorker`` stands in for ``managers/gpu_worker.py``: it denoises with the
+project's tiny model as the DiT (deterministic, float32, on the CPU), keeping the latents packed
+2 x 2 as sglang's Qwen-Image and FLUX pipelines do when ``--packed``.
+
+- ``--warmup-file F``: ``/health`` answers 503 (sglang's warm-up, ``http_server.py`` line 243)
+  until F exists, and writes ``F.asked`` on its first 503.
+- ``--hold-dir D``: every generation writes ``D/started`` and waits for ``D/release`` (a server
+  to kill mid-rollout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.models.base import FlowModel
+from engine.models.packing import pack_2x2, unpack_2x2
+from engine.rollout.weights import load_full, load_lora
+from engine.tiny.weights import load_tiny
+from tests.sglang_d.harness.modules import RUNTIME, install, real, real_function
+
+#: How often a held generation looks for its release file.
+HOLD_POLL_SECONDS = 0.05
+
+
+class Req:
+    """Stand-in for ``schedule_batch.Req``: the request's sampling params, read through, and
+    the per-request state the rollout hooks write."""
+
+    def __init__(self, sampling_params: Any, **_: Any) -> None:
+        self.sampling_params = sampling_params
+        self.rollout_controllers: dict[str, Any] = {}
+        self.rollout_trajectory_data: Any = None
+        self._rollout_denoising_env_state: Any = None
+        self.scheduler: Any = None
+        self.did_sp_shard_latents = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.__dict__["sampling_params"], name)
+
+
+class OutputBatch:
+    """Stand-in for ``schedule_batch.OutputBatch`` with the fields the routes read."""
+
+    def __init__(self, output: Any = None, error: str | None = None,
+                 rollout_trajectory_data: Any = None) -> None:  # fmt: skip
+        self.output, self.error = output, error
+        self.rollout_trajectory_data = rollout_trajectory_data
+        self.metrics, self.peak_memory_mb = None, 0.0
+
+
+class _PipelineConfig:
+    """The two sequence-parallel hooks the rollout controller calls: one rank, no sharding."""
+
+    @staticmethod
+    def shard_latents_for_sp(batch: Any, latents: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        return latents, False
+
+
+class ServerArgs:
+    """Stand-in for ``server_args.ServerArgs``: what the routes read."""
+
+    def __init__(self, model_path: str) -> None:
+        self.model_path, self.attention_backend_config = model_path, None
+        self.tp_size, self.batching_max_size = 1, 1
+
+
+def _stubs(args: ServerArgs, scheduler: list[Any]) -> dict[str, dict[str, Any]]:
+    def build_sampling_params(request_id: str, **kwargs: Any) -> Any:
+        # openai/utils.py lines 297-308: None dropped, then SamplingParams; its errors are 400s.
+        from fastapi import HTTPException
+
+        params = real(".configs.sample.sampling_params").SamplingParams
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        try:
+            return params(request_id=request_id, **kwargs)
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+
+    class Client:
+        async def forward(self, req: Any) -> Any:
+            return await asyncio.to_thread(scheduler[0].dispatch, req)
+
+    return {
+        f"{RUNTIME}.server_args": {
+            "ServerArgs": ServerArgs,
+            "get_global_server_args": lambda: args,
+        },
+        f"{RUNTIME}.scheduler_client": {"async_scheduler_client": Client()},
+        f"{RUNTIME}.pipelines_core.schedule_batch": {"Req": Req, "OutputBatch": OutputBatch},
+        f"{RUNTIME}.entrypoints.openai.utils": {"build_sampling_params": build_sampling_params},
+        f"{RUNTIME}.entrypoints.utils": {
+            "prepare_request": lambda server_args, sampling_params: Req(sampling_params),
+            "format_lora_message": lambda *a: scheduler[1](*a),
+        },
+        f"{RUNTIME}.post_training.sp_utils": {
+            "gather_stacked_latents_for_sp": lambda pipeline_config, batch, stacked_latents: (
+                stacked_latents
+            )
+        },
+        "sglang.multimodal_gen.registry": {"get_model_info": None, "get_pipeline_class": None},
+    }
+
+
+class HarnessWorker:
+    """Stand-in for ``GPUWorker``: the tiny model as the DiT, driven by sglang's real rollout
+    hooks and scheduler; LoRA, weight loads, checksums and sleep as the worker answers them."""
+
+    def __init__(self, model: FlowModel, root: Path, *, packed: bool, hold: Path | None) -> None:
+        self.model, self.packed, self.hold = model, packed, hold
+        self.hooks = real(".runtime.post_training.rollout_hooks")
+        self.euler = real(".runtime.models.schedulers.scheduling_flow_match_euler_discrete")
+        self.checksum = real_function(root, "runtime/loader/weight_utils.py",
+                                      "compute_weights_checksum",
+                                      {"hashlib": __import__("hashlib"), "torch": torch,
+                                       "DTensor": torch.distributed.tensor.DTensor})  # fmt: skip
+        self.config_matches = real_function(
+            root, "runtime/pipelines_core/lora/pipeline.py",
+            "LoRAPipeline._check_lora_config_matches", {},
+        )  # fmt: skip
+        self.sleeping = False
+        # lora/pipeline.py's state: loaded_adapter_paths, cur_adapter_config, is_lora_merged.
+        self.loaded_adapter_paths: dict[str, str] = {}
+        self.cur_adapter_config: dict[str, tuple[list[str], list[float]]] = {}
+        self.is_lora_merged: dict[str, bool] = {}
+
+    def execute_forward(self, reqs: list[Req]) -> OutputBatch:
+        (req,) = reqs
+        if self.hold is not None:
+            (self.hold / "started").touch()
+            while not (self.hold / "release").exists():
+                time.sleep(HOLD_POLL_SECONDS)
+        model, steps = self.model, req.num_inference_steps
+        count, height, width = req.num_outputs_per_prompt, req.height, req.width
+        seeds = req.seed if isinstance(req.seed, list) else [req.seed + i for i in range(count)]
+        # input_validation.py lines 168-184: one generator per output, on the CPU platform.
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        guidance, true_cfg = req.guidance_scale or 1.0, req.true_cfg_scale or 1.0
+        negative = [req.negative_prompt] if model.needs_negative(guidance, true_cfg) else None
+        conditioning = model.encode_prompts([req.prompt], negative).repeat(count)
+        latents = model.initial_latents(generators, height, width)
+        spatial_shape = latents.shape
+        if self.packed:
+            latents = pack_2x2(latents)
+        scheduler = self.euler.FlowMatchEulerDiscreteScheduler(shift=1.0)
+        # rollout_scheduler.py line 443: the grid handed over as sigmas, kept verbatim.
+        grid = model.sigmas(steps, height, width)[:-1].tolist()
+        scheduler.set_timesteps(sigmas=grid, device="cpu")
+        req.scheduler, req.latents, req.generator = scheduler, latents, generators
+        req.timesteps = scheduler.timesteps
+        self.hooks.prepare_rollout_if_enabled(batch=req, pipeline_config=_PipelineConfig)
+        step_kwargs = self.hooks.rollout_step_kwargs(req)
+        for index, timestep in enumerate(scheduler.timesteps):
+            spatial = unpack_2x2(latents, *spatial_shape[2:]) if self.packed else latents
+            sigma = scheduler.sigmas[index].expand(count)
+            velocity = model.velocity(spatial, sigma, conditioning, guidance_scale=guidance,
+                                      true_cfg_scale=true_cfg)  # fmt: skip
+            output = pack_2x2(velocity) if self.packed else velocity
+            latents = scheduler.step(model_output=output, timestep=timestep, sample=latents,
+                                     **step_kwargs, return_dict=False)[0]  # fmt: skip
+        self.hooks.finalize_rollout_if_enabled(
+            batch=req, latents=latents, num_inference_steps=steps,
+            final_timestep=scheduler.timesteps.new_zeros(()), pipeline_config=_PipelineConfig,
+        )  # fmt: skip
+        final = unpack_2x2(latents, *spatial_shape[2:]) if self.packed else latents
+        images = torch.from_numpy(model.decode(final, height, width))
+        # The decoding stage's [B, C, frames, H, W] in [0, 1] (decoding.py line 106).
+        output = (images.permute(0, 3, 1, 2).float() / 255)[:, :, None]
+        return OutputBatch(output=output, rollout_trajectory_data=req.rollout_trajectory_data)
+
+    def set_lora(self, nickname: str, path: str | None, target: Any, strength: float,
+                 merge_mode: Any, lora_alpha: Any) -> OutputBatch:  # fmt: skip
+        # lora/pipeline.py lines 1140-1151: load only a new nickname or a changed path ...
+        updated = path is not None and self.loaded_adapter_paths.get(nickname) != path
+        if updated:
+            assert path is not None
+            load_lora(self.model.transformer, Path(path), nickname)
+            self.loaded_adapter_paths[nickname] = path
+        # ... lines 1209-1211: and skip when the configuration matches exactly.
+        if not self.config_matches(self, "transformer", [nickname], [strength], False, updated):
+            self.cur_adapter_config["transformer"] = ([nickname], [strength])
+            self.is_lora_merged["transformer"] = False
+        return OutputBatch()
+
+    def update_weights_from_disk(self, model_path: str, flush_cache: bool,
+                                 target_modules: list[str] | None) -> tuple[bool, str]:  # fmt: skip
+        try:
+            load_full(self.model.transformer, Path(model_path))
+        except (ValueError, OSError) as error:
+            return False, f"Failed to update weights: {error}"
+        return True, "Updated weights from disk"
+
+    def get_weights_checksum(self, module_names: list[str] | None) -> dict[str, str]:
+        names = module_names or ["transformer"]
+        return {name: self.checksum(self.model.transformer.named_parameters())
+                if name == "transformer" else "not_found" for name in names}  # fmt: skip
+
+    def is_sleeping(self) -> bool:
+        return self.sleeping
+
+    def _sleep(self, sleeping: bool) -> dict[str, Any]:
+        # memory_occupation_controller.py lines 104-111 and 181-240.
+        state = "sleeping" if sleeping else "awake"
+        message = f"already {state}" if self.sleeping == sleeping else state
+        self.sleeping = sleeping
+        return {"success": True, "sleeping": sleeping, "message": message}
+
+    def release_memory_occupation(self) -> dict[str, Any]:
+        return self._sleep(True)
+
+    def resume_memory_occupation(self) -> dict[str, Any]:
+        return self._sleep(False)
+
+
+def _scheduler_class() -> type:
+    mixin = real(".runtime.post_training.scheduler_post_training_mixin").SchedulerPostTrainingMixin
+    control = real(".runtime.entrypoints.control_requests")
+    io = real(".runtime.entrypoints.post_training.io_struct")
+
+    class HarnessScheduler(mixin):  # type: ignore[misc, valid-type]
+        """``managers/scheduler.py``'s dispatch, one request at a time (batching size 1)."""
+
+        def __init__(self, worker: HarnessWorker, args: ServerArgs) -> None:
+            self.worker, self.server_args, self._lock = worker, args, threading.Lock()
+            self.handlers = {
+                control.SetLoraReq: lambda r: worker.set_lora(
+                    r.lora_nickname, r.lora_path, r.target, r.strength, r.merge_mode,
+                    r.lora_alpha),
+                Req: self._generate,
+                io.UpdateWeightFromDiskReqInput: self._update_from_disk,
+                io.GetWeightsChecksumReqInput: lambda r: self._handle_get_weights_checksum([r]),
+                io.ReleaseMemoryOccupationReqInput: lambda r: OutputBatch(
+                    output=worker.release_memory_occupation()),
+                io.ResumeMemoryOccupationReqInput: lambda r: OutputBatch(
+                    output=worker.resume_memory_occupation()),
+            }  # fmt: skip
+
+        def dispatch(self, req: Any) -> Any:
+            with self._lock:
+                try:
+                    return self.handlers[type(req)](req)
+                except Exception as error:  # scheduler.py lines 1577-1583
+                    return OutputBatch(error=str(error))
+
+        def _generate(self, req: Req) -> OutputBatch:
+            if self.worker.is_sleeping():  # scheduler.py lines 363-366
+                raise RuntimeError("Server is sleeping. Call resume_memory_occupation first.")
+            return self.worker.execute_forward([req])
+
+        def _update_from_disk(self, req: Any) -> OutputBatch:
+            if self.worker.is_sleeping():  # scheduler.py lines 301-307
+                raise RuntimeError(
+                    "Cannot update weights while the server is sleeping. "
+                    "Call resume_memory_occupation first."
+                )
+            return self._handle_update_weights_from_disk([req])
+
+    return HarnessScheduler
+
+
+def build_app(*, packed: bool, warmup: Path | None, hold: Path | None) -> Any:
+    """The FastAPI app: sglang's rollout, weights and LoRA routers, and its health checks."""
+    args = ServerArgs("tiny")
+    holder: list[Any] = []
+    root = install(_stubs(args, holder))
+    from fastapi import FastAPI, Response
+
+    worker = HarnessWorker(load_tiny(), root, packed=packed, hold=hold)
+    holder.append(_scheduler_class()(worker, args))
+    holder.append(real_function(root, "runtime/entrypoints/utils.py", "format_lora_message",
+                                {"Union": Any, "List": list}))  # fmt: skip
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> Any:
+        # http_server.py lines 237-245: 503 without a body until the warm-up is done.
+        if warmup is not None and not warmup.exists():
+            warmup.with_suffix(".asked").touch()
+            return Response(status_code=503)
+        return {"status": "ok"}
+
+    @app.get("/model_info")
+    async def model_info() -> Any:
+        # http_server.py lines 322-338, the fields that need no pipeline class.
+        return {"model_path": args.model_path, "is_generation": True, "model_type": "diffusion"}
+
+    for module in ("weights_api", "rollout_api"):
+        app.include_router(real(f".runtime.entrypoints.post_training.{module}").router)
+    app.include_router(real(".runtime.entrypoints.openai.common_api").router)
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--packed", action="store_true")
+    parser.add_argument("--warmup-file", type=Path)
+    parser.add_argument("--hold-dir", type=Path)
+    options = parser.parse_args()
+    app = build_app(packed=options.packed, warmup=options.warmup_file, hold=options.hold_dir)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", options.port))
+    listener.listen(64)
+    print(f"serving on http://127.0.0.1:{listener.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+if __name__ == "__main__":
+    main()
