@@ -36,6 +36,10 @@ class ProtocolError(ValueError):
     """A payload that does not follow the rollout protocol; the message names the field."""
 
 
+class WorkerRefusal(ValueError):
+    """A request sglang's worker refuses while generating (its route then answers 500)."""
+
+
 def pack(payload: Any) -> bytes:
     """msgpack bytes of plain data (bytes stay binary)."""
     return msgpack.packb(payload, use_bin_type=True)
@@ -92,7 +96,7 @@ def request_payload(request: RolloutRequest) -> dict[str, Any]:
     """The JSON body of ``POST /rollout/generate`` for ``request``, as sglang 0.5.23 reads it.
 
     ``seed`` is the first seed; the exact list rides in ``extra_sampling_params.seed``, which
-    sglang merges into its sampling params (``rollout_api.py`` line 418), so seeds that wrap at
+    sglang merges into its sampling params (``rollout_api.py`` line 303), so seeds that wrap at
     2^31 stay exact. A training request asks for the chain x_k .. x_{k+T}: sglang records the
     latents *before* each step in ``rollout_return_step_indices`` and the final latents as step
     N, so the window k .. k+T-1 needs the indices k .. k+T. ``cps`` asks for the log-prob
@@ -134,8 +138,9 @@ class WireRequest(NamedTuple):
 
     #: The samples to generate: seeds, size, steps and the stochastic steps.
     request: RolloutRequest
-    #: ``seed`` as sent (``DEFAULT_SEED`` when absent): repeated in every output's ``seed``.
-    seed: int
+    #: ``seed`` as sent, repeated in every output's ``seed``; None when absent (sglang then
+    #: samples with ``DEFAULT_SEED`` and fails to answer).
+    seed: int | None
     #: ``rollout``: false answers images only.
     rollout: bool
     #: ``rollout_log_prob_no_const``: -(x' - mean)^2 instead of the Gaussian log-density.
@@ -155,8 +160,8 @@ def parse_request(payload: Any, *, height: int, width: int, steps: int) -> WireR
     """The ``WireRequest`` a body asks for (the compatible server's side); unknown fields are
     ignored as sglang's pydantic model ignores them, and absent ones take sglang's defaults
     (``height``, ``width`` and ``steps`` are the served model's). ``ProtocolError`` for a
-    body that does not fit the request model (sglang answers 422) and ``ValueError`` for
-    sampling params it refuses (sglang answers 400)."""
+    body that does not fit the request model (sglang answers 422), ``WorkerRefusal`` for what
+    its worker refuses (500) and ``ValueError`` for sampling params it refuses (400)."""
     if not isinstance(payload, Mapping):
         raise ProtocolError(f"the request must be an object, not {type(payload).__name__}")
     prompt = _field(payload, "prompt", str)
@@ -171,8 +176,9 @@ def parse_request(payload: Any, *, height: int, width: int, steps: int) -> WireR
     if not (isinstance(seeds, list) and seeds and all(_is_int(s) for s in seeds)):
         raise ValueError("seed must be a non-negative int or list of ints")
     if len(seeds) != count:
-        raise ValueError(f"seed list length must match num_outputs_per_prompt ({count}), "
-                         f"got {len(seeds)}")  # fmt: skip
+        # request_utils.py's normalize_output_seeds, in the worker: not a sampling-params 400.
+        raise WorkerRefusal(f"seed list length must match num_outputs_per_prompt ({count}), "
+                            f"got {len(seeds)}")  # fmt: skip
     sizes = {"height": height, "width": width, "num_inference_steps": steps}
     for name, default in sizes.items():
         sizes[name] = _field(payload, name, int, default)
@@ -206,7 +212,7 @@ def parse_request(payload: Any, *, height: int, width: int, steps: int) -> WireR
         raise ValueError("p_ode is always 0: set rollout_log_prob_no_const to True")
     return WireRequest(
         request=request,
-        seed=DEFAULT_SEED if first is None else first,
+        seed=first,
         rollout=rollout,
         no_const=no_const,
         return_trajectory=_field(payload, "rollout_return_dit_trajectory", bool, False),
@@ -231,7 +237,7 @@ class Sampled(NamedTuple):
 
 def result_payload(wire: WireRequest, sampled: Sampled, request_id: str) -> list[dict[str, Any]]:
     """One ``RolloutResponse`` entry per sample, as sglang 0.5.23's ``_build_response``
-    (``rollout_api.py`` lines 312-386) shapes it.
+    (``rollout_api.py`` lines 197-271) shapes it.
 
     The image is float [3, 1, H, W] in [0, 1]; ``seed`` repeats the request's ``seed`` in
     every entry. With ``rollout`` the log-probs are per step [N] (0 on ODE steps) and the

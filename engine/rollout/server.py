@@ -40,6 +40,7 @@ from engine.rollout.protocol import (
     ProtocolError,
     Sampled,
     WireRequest,
+    WorkerRefusal,
     pack,
     parse_request,
     result_payload,
@@ -84,8 +85,15 @@ class RolloutService:
             wire = parse_request(payload, height=self.size, width=self.size, steps=DEFAULT_STEPS)
         except ProtocolError as error:
             raise _HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
+        except WorkerRefusal as error:
+            raise _HttpError(
+                HTTPStatus.INTERNAL_SERVER_ERROR, f"Generation failed: {error}"
+            ) from None
         except ValueError as error:
             raise _HttpError(HTTPStatus.BAD_REQUEST, f"Invalid sampling params: {error}") from None
+        if wire.seed is None:
+            # sglang 0.5.23 samples, then fails to build an answer without a seed (a 500).
+            raise _HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, "RolloutResponse: seed is None")
         with self._lock:
             if self.released:
                 raise _HttpError(

@@ -41,8 +41,8 @@ or the LLM runtime (``sglang.srt.layers`` -> ``tvm_ffi``, IPython, sentencepiece
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import importlib
 import importlib.abc

@@ -130,6 +130,8 @@ class HarnessWorker:
             root, "runtime/pipelines_core/lora/pipeline.py",
             "LoRAPipeline._check_lora_config_matches", {},
         )  # fmt: skip
+        self.output_seeds = real_function(root, "runtime/pipelines_core/request_utils.py",
+                                          "normalize_output_seeds", {})  # fmt: skip
         self.sleeping = False
         # lora/pipeline.py's state: loaded_adapter_paths, cur_adapter_config, is_lora_merged.
         self.loaded_adapter_paths: dict[str, str] = {}
@@ -144,7 +146,7 @@ class HarnessWorker:
                 time.sleep(HOLD_POLL_SECONDS)
         model, steps = self.model, req.num_inference_steps
         count, height, width = req.num_outputs_per_prompt, req.height, req.width
-        seeds = req.seed if isinstance(req.seed, list) else [req.seed + i for i in range(count)]
+        seeds = self.output_seeds(req.seed, num_outputs_per_prompt=count)
         # input_validation.py lines 168-184: one generator per output, on the CPU platform.
         generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         guidance, true_cfg = req.guidance_scale or 1.0, req.true_cfg_scale or 1.0
