@@ -5,6 +5,8 @@ warm-up 503s, a server killed mid-rollout, memory released and resumed."""
 from __future__ import annotations
 
 import dataclasses
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,13 +15,18 @@ import numpy as np
 import pytest
 import torch
 
+from engine import events
+from engine.loop import SYNC_DIR, run
 from engine.models.loading import load_model
 from engine.models.packing import unpack_2x2
+from engine.overrides import apply_overrides
 from engine.policy import Policy
+from engine.presets import PRESETS
 from engine.recipe import ModelConfig
 from engine.rollout import InProcessBackend, RolloutRequest
 from engine.rollout.in_process import encode_request
 from engine.rollout.latents import LatentLayout
+from engine.rollout.launch import SERVER_COMMAND_SETTING
 from engine.rollout.sglang import RolloutServerError, SGLangBackend
 from engine.rollout.steps import stochastic_step
 from engine.rollout.weights import save_weights, sync_folder
@@ -212,3 +219,34 @@ def test_memory_released_then_resumed_generates_again(sglang_url):
     finally:
         backend.resume_memory()
     assert backend.generate(WINDOW).log_probs.shape == (2, 2)
+
+
+def test_a_colocated_run_releases_the_servers_memory_around_each_update(tmp_path, monkeypatch):
+    # sglang's code as the colocated server: the worker starts it, frees its memory for each
+    # update, resumes it, then syncs (every sync must take, or the checksum check fails).
+    command = f"{shlex.quote(sys.executable)} -m tests.sglang_d.harness.server"
+    monkeypatch.setenv(SERVER_COMMAND_SETTING, command)
+    recipe = apply_overrides(
+        PRESETS["tiny-color"].recipe,
+        {
+            "rollout_batch_size": 2,
+            "n_samples_per_prompt": 2,
+            "diffusion_microgroup_size": 2,
+            "micro_batch_size_sample": 4,
+            "num_inference_steps": 4,
+            "eval_num_inference_steps": 2,
+            "max_steps": 2,
+            "checkpoint_every": 0,
+            "rollout.backend": "sglang",
+            "rollout.launch": "colocated",
+            "rollout.startup_timeout": 300,
+        },
+    )
+    seen: list = []
+    ended = run(recipe, seen.append, out_dir=tmp_path)
+    assert ended.status == "finished", ended.error
+    throughputs = [e for e in seen if isinstance(e, events.Throughput)]
+    assert len(throughputs) == 2
+    assert all(t.memory_seconds > 0 and t.weight_sync_seconds > 0 for t in throughputs)
+    # One sync folder left: the servers' current weights.
+    assert len(list((tmp_path / SYNC_DIR).glob("step-*"))) == 1

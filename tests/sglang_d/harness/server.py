@@ -1,11 +1,12 @@
 """sglang 0.5.23's real routes and rollout code served on the CPU, the GPU worker replaced.
 
-``python -m tests.sglang_d.harness.server --port 0 [--packed] [--warmup-file F] [--hold-dir D]``
-prints ``serving on URL`` once its socket listens. The routes, the request model, the
-sampling params, the rollout controller, hooks and scheduler ``step`` are the wheel's own
-(``modules``); ``HarnessWorker`` stands in for ``managers/gpu_worker.py``: it denoises with the
-project's tiny model as the DiT (deterministic, float32, on the CPU), keeping the latents packed
-2 x 2 as sglang's Qwen-Image and FLUX pipelines do when ``--packed``.
+``python -m tests.sglang_d.harness.server [--model-path tiny] [--host 127.0.0.1] --port 0
+[--packed] [--warmup-file F] [--hold-dir D]`` prints ``serving on URL`` once its socket
+listens. The routes, the request model, the sampling params, the rollout controller, hooks
+and scheduler ``step`` are the wheel's own (``modules``); ``HarnessWorker`` stands in for
+``managers/gpu_worker.py``: it denoises with the project's tiny model as the DiT
+(deterministic, float32, on the CPU), keeping the latents packed 2 x 2 as sglang's Qwen-Image
+and FLUX pipelines do when ``--packed``.
 
 - ``--warmup-file F``: ``/health`` answers 503 (sglang's warm-up, ``http_server.py`` line 243)
   until F exists, and writes ``F.asked`` on its first 503.
@@ -308,6 +309,9 @@ def main() -> None:
     import uvicorn
 
     parser = argparse.ArgumentParser()
+    # sglang serve's flags, as a colocated run passes them (only the tiny model, on loopback).
+    parser.add_argument("--model-path", choices=["tiny"], default="tiny")
+    parser.add_argument("--host", choices=["127.0.0.1"], default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--packed", action="store_true")
     parser.add_argument("--warmup-file", type=Path)
