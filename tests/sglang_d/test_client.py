@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+import torch.multiprocessing
 
 from engine import events
 from engine.loop import SYNC_DIR, run
@@ -29,8 +30,9 @@ from engine.rollout.latents import LatentLayout
 from engine.rollout.launch import SERVER_COMMAND_SETTING
 from engine.rollout.sglang import RolloutServerError, SGLangBackend
 from engine.rollout.steps import stochastic_step
-from engine.rollout.weights import save_weights, sync_folder
-from tests.sglang_d.test_conformance import _generate, _tensor
+from engine.rollout.tensor_sync import tensor_update_request
+from engine.rollout.weights import save_weights, sync_folder, weights_checksum
+from tests.sglang_d.test_conformance import _generate, _post, _tensor
 
 #: The trainer's replay of a step against the server's log-prob, max |ratio - 1|. Both run the
 #: same float32 DiT on the same latents; the server's log-prob uses the noise it drew, the
@@ -250,3 +252,27 @@ def test_a_colocated_run_releases_the_servers_memory_around_each_update(tmp_path
     assert all(t.memory_seconds > 0 and t.weight_sync_seconds > 0 for t in throughputs)
     # One sync folder left: the servers' current weights.
     assert len(list((tmp_path / SYNC_DIR).glob("step-*"))) == 1
+
+
+def test_a_tensor_update_is_read_as_sglangs_worker_reads_it(start, tiny_model):
+    # On a GPU the tensors travel as CUDA IPC handles (bench/gpu_sglang.sh sends them); here
+    # as shared-memory files, through sglang's route, payload selection and SafeUnpickler.
+    url = start("sglang")[0]
+    changed = {name: value + 0.25 for name, value in tiny_model.transformer.state_dict().items()}
+    strategy = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    try:
+        wrong = tensor_update_request(changed.items(), "GPU-elsewhere")
+        status, answer = _post(url, "/update_weights_from_tensor", wrong)
+        assert status == 400 and "no payload was exported from this worker's GPU" in answer[
+            "message"]  # fmt: skip
+        body = tensor_update_request(changed.items(), "GPU-00000000-harn-ess0-0000-000000000000")
+        status, answer = _post(url, "/update_weights_from_tensor", body)
+    finally:
+        torch.multiprocessing.set_sharing_strategy(strategy)
+    assert status == 200 and answer["success"], answer
+    model = load_model("tiny", None)
+    model.transformer.load_state_dict(changed)
+    # sglang's compute_weights_checksum on the server equals ours on the same weights.
+    status, answer = _post(url, "/get_weights_checksum", {"module_names": ["transformer"]})
+    assert answer == {"transformer": weights_checksum(model.transformer)}

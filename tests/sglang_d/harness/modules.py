@@ -18,8 +18,11 @@ Loaded for real, unchanged, from the wheel (``wheel.unpacked()``):
   ``runtime/entrypoints/control_requests.py``: the scheduler's weight handlers, the LoRA requests;
 - single functions compiled from their files (``real_function``), whose modules import the GPU
   runtime: ``compute_weights_checksum`` (``loader/weight_utils.py``),
-  ``LoRAPipeline._check_lora_config_matches`` (``pipelines_core/lora/pipeline.py``) and
-  ``format_lora_message`` (``entrypoints/utils.py``).
+  ``LoRAPipeline._check_lora_config_matches`` (``pipelines_core/lora/pipeline.py``),
+  ``format_lora_message`` (``entrypoints/utils.py``), ``normalize_output_seeds``
+  (``pipelines_core/request_utils.py``), ``GPUWorkerPostTrainingMixin._select_own_gpu_payload``
+  with ``_normalize_gpu_uuid`` (``post_training/gpu_worker_post_training_mixin.py``) and
+  ``SafeUnpickler`` (``sglang/srt/utils/common.py``), which reads a tensor update's payload.
 
 Replaced, each by the smallest stand-in (``STUBS``), because importing it pulls in CUDA kernels
 or the LLM runtime (``sglang.srt.layers`` -> ``tvm_ffi``, IPython, sentencepiece, ...):
@@ -115,21 +118,24 @@ def real(name: str) -> types.ModuleType:
 
 
 def real_function(root: Path, file: str, name: str, namespace: dict[str, Any]) -> Callable:
-    """One function (``Class.method`` for a method) compiled from the wheel's ``file``, its
-    globals ``namespace``: for code whose module cannot be imported on the CPU."""
-    source = (root / "sglang" / "multimodal_gen" / file).read_text()
+    """One function or class (``Class.method`` for a method) compiled from the wheel's
+    ``file`` (under ``sglang/multimodal_gen`` unless it starts with ``sglang/``), its globals
+    ``namespace``: for code whose module cannot be imported on the CPU."""
+    file = file if file.startswith("sglang/") else f"sglang/multimodal_gen/{file}"
+    source = (root / file).read_text()
     tree = ast.parse(source)
     owner, _, function = name.rpartition(".")
     scope: list[ast.stmt] = tree.body
     if owner:
         (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == owner]
         scope = cls.body
-    (node,) = [n for n in scope if isinstance(n, ast.FunctionDef) and n.name == function]
+    kinds = (ast.FunctionDef, ast.ClassDef)
+    (node,) = [n for n in scope if isinstance(n, kinds) and n.name == function]
     node.decorator_list = []
     module = ast.Module(body=[node], type_ignores=[])
     glob = {"__name__": f"sglang_wheel.{file}", **namespace}
     # Annotations stay strings, as in the wheel's modules (they name types not loaded here).
     flags = __future__.annotations.compiler_flag
-    code = compile(module, f"{root}/sglang/multimodal_gen/{file}", "exec", flags=flags)
+    code = compile(module, str(root / file), "exec", flags=flags)
     exec(code, glob)
     return glob[function]

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import io
+import pickle
 import socket
 import threading
 import time
@@ -68,6 +71,15 @@ class _PipelineConfig:
     @staticmethod
     def shard_latents_for_sp(batch: Any, latents: torch.Tensor) -> tuple[torch.Tensor, bool]:
         return latents, False
+
+
+class _Platform:
+    """The one device of this server, named as a GPU so payload selection has one to match."""
+
+    UUID = "GPU-00000000-harn-ess0-0000-000000000000"
+
+    def get_device_uuid(self, rank: int) -> str:
+        return self.UUID
 
 
 class ServerArgs:
@@ -133,6 +145,17 @@ class HarnessWorker:
         )  # fmt: skip
         self.output_seeds = real_function(root, "runtime/pipelines_core/request_utils.py",
                                           "normalize_output_seeds", {})  # fmt: skip
+        # gpu_worker_post_training_mixin.py: which payload is this GPU's, then sglang's
+        # SafeUnpickler on it (MultiprocessingSerializer.deserialize).
+        mixin = "runtime/post_training/gpu_worker_post_training_mixin.py"
+        normalize = real_function(root, mixin, "_normalize_gpu_uuid", {})
+        self.local_rank, self.platform = 0, _Platform()
+        self.select_payload = real_function(root, mixin,
+                                            "GPUWorkerPostTrainingMixin._select_own_gpu_payload",
+                                            {"current_platform": self.platform,
+                                             "_normalize_gpu_uuid": normalize})  # fmt: skip
+        unsafe = {"pickle": pickle, "_safe_load_torch_storage": None}
+        self.unpickler = real_function(root, "sglang/srt/utils/common.py", "SafeUnpickler", unsafe)
         self.sleeping = False
         # lora/pipeline.py's state: loaded_adapter_paths, cur_adapter_config, is_lora_merged.
         self.loaded_adapter_paths: dict[str, str] = {}
@@ -205,6 +228,22 @@ class HarnessWorker:
             return False, f"Failed to update weights: {error}"
         return True, "Updated weights from disk"
 
+    def update_weights_from_tensor(self, req: Any) -> tuple[bool, str]:
+        # The GPU worker's path up to the load (gpu_worker_post_training_mixin.py lines 58-86);
+        # the load itself copies the named tensors into the tiny transformer.
+        payload, error = self.select_payload(self, req.serialized_named_tensors,
+                                             req.payload_gpu_uuids)  # fmt: skip
+        if error is not None:
+            return False, error
+        data = base64.b64decode(payload, validate=True) if isinstance(payload, str) else payload
+        named = dict(self.unpickler(io.BytesIO(data)).load())
+        state = self.model.transformer.state_dict()
+        unknown = sorted(set(named) - set(state))
+        if unknown or req.target_modules not in (None, ["transformer"]):
+            return False, f"cannot load {unknown[:3]} into {req.target_modules}"
+        self.model.transformer.load_state_dict(named, strict=False)
+        return True, "Updated 1 modules from tensor (transformer)."
+
     def get_weights_checksum(self, module_names: list[str] | None) -> dict[str, str]:
         names = module_names or ["transformer"]
         return {name: self.checksum(self.model.transformer.named_parameters())
@@ -243,6 +282,8 @@ def _scheduler_class() -> type:
                     r.lora_alpha),
                 Req: self._generate,
                 io.UpdateWeightFromDiskReqInput: self._update_from_disk,
+                io.UpdateWeightFromTensorReqInput: lambda r: (
+                    self._handle_update_weights_from_tensor([r])),
                 io.GetWeightsChecksumReqInput: lambda r: self._handle_get_weights_checksum([r]),
                 io.ReleaseMemoryOccupationReqInput: lambda r: OutputBatch(
                     output=worker.release_memory_occupation()),
