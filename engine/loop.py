@@ -51,7 +51,7 @@ from engine.prompts import PromptSet, draw_prompts, load_prompts
 from engine.recipe import Recipe
 from engine.reports import evaluation_event, in_request_order, rollout_event
 from engine.rewards import Reward, RewardScorer, build_rewards
-from engine.rollout.backend import SAME_NUMERICS, ReplayTolerant, RolloutBackend
+from engine.rollout.backend import RolloutBackend, replay_tolerance
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.latents import LatentLayout
 from engine.rollout.launch import remote_backend
@@ -248,7 +248,8 @@ def _iteration(state: _Run) -> None:
 
     # 5. Update on every rank: recompute the old log-probs, then the optimizer steps; a
     # colocated server gives the GPU's memory to the trainer meanwhile.
-    memory_seconds = _on_main(state, lambda: _release_memory(state))
+    server = state.colocated
+    memory_seconds = _on_main(state, lambda: server.release_memory() if server else 0.0)
     update_started = time.perf_counter()
     conditionings = rollout_conditionings(state.model, rollout.results)
     replay, metrics = state.trainer.train_rollout(
@@ -411,7 +412,9 @@ def _after_update(
     _on_main(state, lambda: _report_steps(state, rollout_index, update))
     train_seconds = update.finished - update.started
     # Weights load into memory the server has taken back.
-    memory_seconds = update.memory_seconds + _on_main(state, lambda: _resume_memory(state))
+    server = state.colocated
+    resumed = _on_main(state, lambda: server.resume_memory() if server else 0.0)
+    memory_seconds = update.memory_seconds + resumed
     sync_seconds = _sync_weights(state)
     _on_main(
         state, lambda: _report_health(state, rollout, update.replay, train_seconds, sync_seconds)
@@ -472,11 +475,7 @@ def _report_health(
             prompts=rollout.prompts,
             sde_window_size=recipe.sampler.sde_window_size,
             reward_names=[spec.name for spec in recipe.rewards],
-            replay_tolerance=(
-                state.backend.replay_tolerance()
-                if isinstance(state.backend, ReplayTolerant)
-                else SAME_NUMERICS
-            ),
+            replay_tolerance=replay_tolerance(state.backend),
         )
     )
 
@@ -517,14 +516,6 @@ def _generate(state: _Run, requests: Sequence[RolloutRequest]) -> Iterator[Rollo
     for result in many(requests):
         yield result
         _check(state)
-
-
-def _release_memory(state: _Run) -> float:
-    return 0.0 if state.colocated is None else state.colocated.release_memory()
-
-
-def _resume_memory(state: _Run) -> float:
-    return 0.0 if state.colocated is None else state.colocated.resume_memory()
 
 
 def _sync_weights(state: _Run) -> float:

@@ -51,6 +51,11 @@ class ReplayTolerant(Protocol):
         ...
 
 
+def replay_tolerance(backend: RolloutBackend) -> ReplayTolerance:
+    """The backend's own tolerance when it states one, else ``SAME_NUMERICS``."""
+    return backend.replay_tolerance() if isinstance(backend, ReplayTolerant) else SAME_NUMERICS
+
+
 def generate_one_by_one(backend: RolloutBackend, request: RolloutRequest) -> RolloutResult:
     """Answer ``request`` with M requests of one sample each, for comparison and debugging.
 

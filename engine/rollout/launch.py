@@ -44,6 +44,8 @@ def remote_backend(
     rollout = recipe.rollout
     urls, egress = list(rollout.server_urls), None
     if rollout.launch == "colocated":
+        # It holds its own copy of the model on the trainer's GPUs whenever it is resumed: the
+        # memory plan must count it (the real-scale issue's plan; docs/sglang.md, colocated).
         server = resources.enter_context(
             ColocatedServer(
                 server_command(),

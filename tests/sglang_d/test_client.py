@@ -276,3 +276,17 @@ def test_a_tensor_update_is_read_as_sglangs_worker_reads_it(start, tiny_model):
     # sglang's compute_weights_checksum on the server equals ours on the same weights.
     status, answer = _post(url, "/get_weights_checksum", {"module_names": ["transformer"]})
     assert answer == {"transformer": weights_checksum(model.transformer)}
+
+
+def test_sglang_draws_a_samples_later_noise_with_the_batchs_shape(sglang_url):
+    # A finding about 0.5.23, kept as a test so that a release that changes it is noticed:
+    # each output's step noise is drawn with the whole batch's shape
+    # (flow_rollout_controller.py lines 209-214), so past the first stochastic step a seed's
+    # sample depends on M. The trainer replays the stored chain, so training is unaffected.
+    alone = SGLangBackend([sglang_url]).generate(dataclasses.replace(WINDOW, seeds=(21,)))
+    paired = SGLangBackend([sglang_url]).generate(WINDOW)
+    first, second = (
+        (alone.latents[0, k] - paired.latents[0, k]).abs().max().item() for k in (1, 2)
+    )
+    assert first < 1e-5  # the first stochastic step: batch rounding only (measured 7e-7)
+    assert second > 0.1  # the second: other noise (measured 1.4)

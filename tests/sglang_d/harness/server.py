@@ -295,11 +295,11 @@ def _scheduler_class() -> type:
             with self._lock:
                 try:
                     return self.handlers[type(req)](req)
-                except Exception as error:  # scheduler.py lines 1577-1583
+                except Exception as error:  # scheduler.py lines 1582-1587
                     return OutputBatch(error=str(error))
 
         def _generate(self, req: Req) -> OutputBatch:
-            if self.worker.is_sleeping():  # scheduler.py lines 363-366
+            if self.worker.is_sleeping():  # scheduler.py lines 358-361
                 raise RuntimeError("Server is sleeping. Call resume_memory_occupation first.")
             return self.worker.execute_forward([req])
 
