@@ -21,8 +21,10 @@ Loaded for real, unchanged, from the wheel (``wheel.unpacked()``):
   ``LoRAPipeline._check_lora_config_matches`` (``pipelines_core/lora/pipeline.py``),
   ``format_lora_message`` (``entrypoints/utils.py``), ``normalize_output_seeds``
   (``pipelines_core/request_utils.py``), ``GPUWorkerPostTrainingMixin._select_own_gpu_payload``
-  with ``_normalize_gpu_uuid`` (``post_training/gpu_worker_post_training_mixin.py``) and
-  ``SafeUnpickler`` (``sglang/srt/utils/common.py``), which reads a tensor update's payload.
+  with ``_normalize_gpu_uuid`` (``post_training/gpu_worker_post_training_mixin.py``),
+  ``SafeUnpickler`` (``sglang/srt/utils/common.py``), which reads a tensor update's payload, and
+  the ``/health`` handler with ``_backend_failure`` (``entrypoints/http_server.py``, whose module
+  imports every API of the server).
 
 Replaced, each by the smallest stand-in (``STUBS``), because importing it pulls in CUDA kernels
 or the LLM runtime (``sglang.srt.layers`` -> ``tvm_ffi``, IPython, sentencepiece, ...):
@@ -38,7 +40,8 @@ or the LLM runtime (``sglang.srt.layers`` -> ``tvm_ffi``, IPython, sentencepiece
 - ``entrypoints/openai/utils.build_sampling_params`` and ``entrypoints/utils.prepare_request``:
   their modules import ffmpeg and image IO; the stand-ins build the real ``SamplingParams``;
 - ``runtime/post_training/sp_utils``: sequence parallelism, one rank here;
-- ``registry``: the model registry, read only by the model-card routes.
+- ``registry``: the model registry, read only by the model-card routes;
+- ``/model_info``: its handler reads the pipeline registry; the harness answers its plain fields.
 - The GPU worker itself (``managers/gpu_worker.py``): ``server.HarnessWorker`` runs a small
   deterministic DiT loop with the real scheduler and rollout hooks.
 """
@@ -129,7 +132,7 @@ def real_function(root: Path, file: str, name: str, namespace: dict[str, Any]) -
     if owner:
         (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == owner]
         scope = cls.body
-    kinds = (ast.FunctionDef, ast.ClassDef)
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
     (node,) = [n for n in scope if isinstance(n, kinds) and n.name == function]
     node.decorator_list = []
     module = ast.Module(body=[node], type_ignores=[])

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from fastapi import FastAPI, HTTPException, Request, Response
 
 from engine.models.base import FlowModel
 from engine.models.packing import pack_2x2, unpack_2x2
@@ -93,8 +94,6 @@ class ServerArgs:
 def _stubs(args: ServerArgs, scheduler: list[Any]) -> dict[str, dict[str, Any]]:
     def build_sampling_params(request_id: str, **kwargs: Any) -> Any:
         # openai/utils.py lines 297-308: None dropped, then SamplingParams; its errors are 400s.
-        from fastapi import HTTPException
-
         params = real(".configs.sample.sampling_params").SamplingParams
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
@@ -103,15 +102,19 @@ def _stubs(args: ServerArgs, scheduler: list[Any]) -> dict[str, dict[str, Any]]:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
 
     class Client:
+        #: Why the backend failed, which /health reports (None: it has not).
+        failure_reason = None
+
         async def forward(self, req: Any) -> Any:
             return await asyncio.to_thread(scheduler[0].dispatch, req)
 
+    client = Client()
     return {
         f"{RUNTIME}.server_args": {
             "ServerArgs": ServerArgs,
             "get_global_server_args": lambda: args,
         },
-        f"{RUNTIME}.scheduler_client": {"async_scheduler_client": Client()},
+        f"{RUNTIME}.scheduler_client": {"async_scheduler_client": client},
         f"{RUNTIME}.pipelines_core.schedule_batch": {"Req": Req, "OutputBatch": OutputBatch},
         f"{RUNTIME}.entrypoints.openai.utils": {"build_sampling_params": build_sampling_params},
         f"{RUNTIME}.entrypoints.utils": {
@@ -319,21 +322,38 @@ def build_app(*, packed: bool, warmup: Path | None, hold: Path | None) -> Any:
     args = ServerArgs("tiny")
     holder: list[Any] = []
     root = install(_stubs(args, holder))
-    from fastapi import FastAPI, Response
 
     worker = HarnessWorker(load_tiny(), root, packed=packed, hold=hold)
     holder.append(_scheduler_class()(worker, args))
     holder.append(real_function(root, "runtime/entrypoints/utils.py", "format_lora_message",
                                 {"Union": Any, "List": list}))  # fmt: skip
     app = FastAPI()
+    # http_server.py's own /health (lines 237-245, and _backend_failure, 209-222): 503 without
+    # a body until the warm-up event is set, which here is when the warm-up file exists.
+    http = "runtime/entrypoints/http_server.py"
+    # psutil is read only for worker processes, of which the harness has none.
+    failure = real_function(root, http, "_backend_failure", {"psutil": None})
+    json_response = real("sglang.srt.utils.json_response").orjson_response
+    real_health = real_function(root, http, "health", {
+        "async_scheduler_client": real(f"{RUNTIME}.scheduler_client").async_scheduler_client,
+        "_backend_failure": failure,
+        "orjson_response": json_response, "Response": Response, "Request": Request,
+    })  # fmt: skip
+    app.state.disagg_server = app.state.broker_task = None
+    app.state.worker_processes = []
+    app.state.server_warmup_done = asyncio.Event()
+    if warmup is None:
+        app.state.server_warmup_done.set()
 
     @app.get("/health")
-    async def health() -> Any:
-        # http_server.py lines 237-245: 503 without a body until the warm-up is done.
-        if warmup is not None and not warmup.exists():
+    async def health(request: Request) -> Any:
+        if warmup is not None and warmup.exists():
+            app.state.server_warmup_done.set()
+        answer = await real_health(request)
+        if not app.state.server_warmup_done.is_set():
+            assert warmup is not None
             warmup.with_suffix(".asked").touch()
-            return Response(status_code=503)
-        return {"status": "ok"}
+        return answer
 
     @app.get("/model_info")
     async def model_info() -> Any:
