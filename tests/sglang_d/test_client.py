@@ -21,9 +21,7 @@ from engine.loop import SYNC_DIR, run
 from engine.models.loading import load_model
 from engine.models.packing import unpack_2x2
 from engine.overrides import apply_overrides
-from engine.policy import Policy
 from engine.presets import PRESETS
-from engine.recipe import ModelConfig
 from engine.rollout import InProcessBackend, RolloutRequest
 from engine.rollout.in_process import encode_request
 from engine.rollout.latents import LatentLayout
@@ -32,6 +30,7 @@ from engine.rollout.sglang import RolloutServerError, SGLangBackend
 from engine.rollout.steps import stochastic_step
 from engine.rollout.tensor_sync import tensor_update_request
 from engine.rollout.weights import save_weights, sync_folder, weights_checksum
+from tests.sglang_d.adapters import trained_lora
 from tests.sglang_d.test_conformance import _generate, _post, _tensor
 
 #: The trainer's replay of a step against the server's log-prob, max |ratio - 1|. Both run the
@@ -135,23 +134,13 @@ def test_evaluation_gets_the_ode_images(sglang_url, tiny_model):
     assert remote.log_probs.shape == (2, 0)
 
 
-def _trained_lora(seed: int) -> Policy:
-    policy = Policy(load_model("tiny", None), ModelConfig(lora_target="attn"),
-                    keep_reference=False, seed=3)  # fmt: skip
-    with torch.no_grad():
-        for parameter in policy.parameters:  # as an update would: LoRA B starts at zero
-            noise = torch.randn(parameter.shape, generator=torch.Generator().manual_seed(seed))
-            parameter.add_(noise * 0.05)
-    return policy
-
-
 def test_two_successive_lora_syncs_both_take_effect(start, tmp_path):
     url = start("sglang")[0]  # adapters stay loaded: a server of its own
     backend = SGLangBackend([url])
     ode = dataclasses.replace(WINDOW, sde_step_indices=(), noise_level=0.0)
     before = backend.generate(ode)
     for step, seed in enumerate((1, 2)):
-        policy = _trained_lora(seed)
+        policy = trained_lora(seed)
         backend.sync_weights(save_weights(policy, sync_folder(tmp_path, step)))
         after = backend.generate(ode)
         # The server samples with the adapter just synced: the trainer's own ODE images.
@@ -165,10 +154,10 @@ def test_two_successive_lora_syncs_both_take_effect(start, tmp_path):
 def test_a_sync_from_a_reused_folder_is_caught_as_stale(start, tmp_path):
     url = start("sglang")[0]
     backend = SGLangBackend([url])
-    backend.sync_weights(save_weights(_trained_lora(1), tmp_path / "same"))
+    backend.sync_weights(save_weights(trained_lora(1), tmp_path / "same"))
     # sglang skips a nickname and path it loaded before: the second adapter never loads.
     with pytest.raises(RolloutServerError, match="the load did not take"):
-        backend.sync_weights(save_weights(_trained_lora(2), tmp_path / "same"))
+        backend.sync_weights(save_weights(trained_lora(2), tmp_path / "same"))
 
 
 def test_a_warming_up_server_is_waited_on_within_the_startup_timeout(start, tmp_path):

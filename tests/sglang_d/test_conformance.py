@@ -7,12 +7,16 @@ import json
 import math
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
+from engine.policy import ADAPTER
 from engine.rollout.protocol import decode_tensor, unpack
+from engine.rollout.weights import save_weights
+from tests.sglang_d.adapters import trained_lora
 
 BASE = {"prompt": "a red image", "height": 32, "width": 32, "num_inference_steps": 4,
         "negative_prompt": "", "seed": 11, "num_outputs_per_prompt": 2}  # fmt: skip
@@ -154,3 +158,19 @@ def test_released_memory_fails_generation_and_full_loads_until_resumed(server):
         status, answer = _post(url, "/resume_memory_occupation", {})
     assert status == 200 and answer["success"] and not answer["sleeping"]
     assert _post(url, "/rollout/generate", BASE)[0] == 200
+
+
+def test_set_lora_reloads_only_a_new_path(start, server, tmp_path):
+    kind, _ = server
+    url = start(kind)[0]  # adapters stay loaded: a server of its own
+
+    def load(folder: Path) -> str:
+        body = {"lora_nickname": ADAPTER, "lora_path": str(folder)}
+        assert _post(url, "/v1/set_lora", body)[0] == 200
+        return _post(url, "/get_weights_checksum", {"module_names": ["transformer"]})[1]
+
+    first = load(save_weights(trained_lora(1), tmp_path / "a").path)
+    # Other weights in the same folder: sglang skips a nickname and path it loaded before.
+    save_weights(trained_lora(2), tmp_path / "a")
+    assert load(tmp_path / "a") == first
+    assert load(save_weights(trained_lora(2), tmp_path / "b").path) != first

@@ -18,7 +18,9 @@ Loaded for real, unchanged, from the wheel (``wheel.unpacked()``):
   ``runtime/entrypoints/control_requests.py``: the scheduler's weight handlers, the LoRA requests;
 - single functions compiled from their files (``real_function``), whose modules import the GPU
   runtime: ``compute_weights_checksum`` (``loader/weight_utils.py``),
-  ``LoRAPipeline._check_lora_config_matches`` (``pipelines_core/lora/pipeline.py``),
+  ``LoRAPipeline.set_lora`` with ``_normalize_lora_params``, ``_resolve_lora_merge_mode``,
+  ``_should_merge_lora_for_layers`` and ``_check_lora_config_matches``
+  (``pipelines_core/lora/pipeline.py``: when an adapter is reloaded or skipped),
   ``format_lora_message`` (``entrypoints/utils.py``), ``normalize_output_seeds``
   (``pipelines_core/request_utils.py``), ``GPUWorkerPostTrainingMixin._select_own_gpu_payload``
   with ``_normalize_gpu_uuid`` (``post_training/gpu_worker_post_training_mixin.py``),
@@ -41,6 +43,8 @@ or the LLM runtime (``sglang.srt.layers`` -> ``tvm_ffi``, IPython, sentencepiece
   their modules import ffmpeg and image IO; the stand-ins build the real ``SamplingParams``;
 - ``runtime/post_training/sp_utils``: sequence parallelism, one rank here;
 - ``registry``: the model registry, read only by the model-card routes;
+- ``managers/memory_managers/layerwise_offload``: ``set_lora`` finishes its write-back, of which
+  one CPU process without offload has none;
 - ``/model_info``: its handler reads the pipeline registry; the harness answers its plain fields.
 - The GPU worker itself (``managers/gpu_worker.py``): ``server.HarnessWorker`` runs a small
   deterministic DiT loop with the real scheduler and rollout hooks.
@@ -74,6 +78,7 @@ STUBS = (
     f"{RUNTIME}.entrypoints.utils",
     f"{RUNTIME}.post_training.sp_utils",
     "sglang.multimodal_gen.registry",
+    f"{RUNTIME}.managers.memory_managers.layerwise_offload",
 )
 
 

@@ -19,13 +19,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import io
+import logging
 import pickle
 import socket
 import threading
 import time
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from fastapi import FastAPI, HTTPException, Request, Response
@@ -38,6 +41,8 @@ from tests.sglang_d.harness.modules import RUNTIME, install, real, real_function
 
 #: How often a held generation looks for its release file.
 HOLD_POLL_SECONDS = 0.05
+#: server_args.py line 105.
+MERGE_MODES = ("auto", "merge", "dynamic")
 
 
 class Req:
@@ -127,7 +132,87 @@ def _stubs(args: ServerArgs, scheduler: list[Any]) -> dict[str, dict[str, Any]]:
             )
         },
         "sglang.multimodal_gen.registry": {"get_model_info": None, "get_pipeline_class": None},
+        f"{RUNTIME}.managers.memory_managers.layerwise_offload": {
+            "finish_offload_writeback": lambda: None
+        },
     }
+
+
+class _OneRank:
+    """``torch.distributed`` as ``set_lora`` asks it: this process is rank 0 of one."""
+
+    @staticmethod
+    def get_rank() -> int:
+        return 0
+
+
+class HarnessLoRA:
+    """sglang's ``LoRAPipeline.set_lora`` control flow, run for real (with its
+    ``_normalize_lora_params``, ``_resolve_lora_merge_mode``, ``_should_merge_lora_for_layers``
+    and ``_check_lora_config_matches``) on this stand-in of the pipeline's state and LoRA
+    layers: the adapter is read with diffusers into the tiny transformer, where sglang reads it
+    into its own LoRA layers. Dynamic (unmerged) LoRA, the mode a trained adapter is served in."""
+
+    VALID_TARGETS: ClassVar[list[str]] = ["all", "transformer", "transformer_2", "critic"]
+    REAL = ("set_lora", "_normalize_lora_params", "_resolve_lora_merge_mode",
+            "_should_merge_lora_for_layers", "_check_lora_config_matches")  # fmt: skip
+
+    def __init__(self, transformer: torch.nn.Module, root: Path) -> None:
+        names = {
+            "dist": _OneRank,
+            "logger": logging.getLogger("sglang.lora"),
+            "nullcontext": contextlib.nullcontext,
+            "LORA_MERGE_MODES": MERGE_MODES,
+        }
+        for name in self.REAL:
+            function = real_function(root, "runtime/pipelines_core/lora/pipeline.py",
+                                     f"LoRAPipeline.{name}", names)  # fmt: skip
+            setattr(self, name, types.MethodType(function, self))
+        self.transformer = transformer
+        self.server_args = types.SimpleNamespace(lora_merge_mode="dynamic")
+        self.lora_initialized = True
+        self.lora_adapters: dict[str, Any] = {}
+        self.loaded_adapter_paths: dict[str, str] = {}
+        self.loaded_adapter_alphas: dict[str, int | None] = {}
+        self.cur_adapter_name: dict[str, str] = {}
+        self.cur_adapter_path: dict[str, str] = {}
+        self.cur_adapter_strength: dict[str, float] = {}
+        self.cur_adapter_config: dict[str, tuple[list[str], list[float]]] = {}
+        self.is_lora_merged: dict[str, bool] = {}
+
+    def _invalidate_lora_conditioning(self) -> None:
+        pass  # no conditioning cache here
+
+    def _reject_lora_on_packed_weights(self) -> None:
+        pass  # the tiny DiT has no packed (quantised) weights
+
+    def _has_layerwise_offload(self) -> bool:
+        return False
+
+    def load_lora_adapter(self, path: str, nickname: str, rank: int,
+                          lora_alpha: int | None = None) -> None:  # fmt: skip
+        # pipeline.py lines 972-1075, whose bookkeeping ends in these two maps.
+        load_lora(self.transformer, Path(path), nickname)
+        self.lora_adapters[nickname] = path
+        self.loaded_adapter_paths[nickname] = path
+        self.loaded_adapter_alphas[nickname] = lora_alpha
+
+    def _get_target_lora_layers(self, target: str) -> tuple[list[tuple[str, Any]], str | None]:
+        return [("transformer", {})], None
+
+    def _needs_lora_weight_update_context(self, *_: Any) -> bool:
+        return False  # dynamic LoRA leaves the base weights alone
+
+    def _reactivate_cached_dynamic_lora_layers(self, *_: Any) -> int | None:
+        return None  # nothing cached: apply
+
+    def _merge_cache_for(self, *_: Any, **__: Any) -> None:
+        return None
+
+    def _apply_lora_to_layers(self, layers: Any, nicknames: list[str], *_: Any,
+                              **__: Any) -> int:  # fmt: skip
+        self.transformer.set_adapter(nicknames[0])  # type: ignore[operator]
+        return 1
 
 
 class HarnessWorker:
@@ -142,10 +227,7 @@ class HarnessWorker:
                                       "compute_weights_checksum",
                                       {"hashlib": __import__("hashlib"), "torch": torch,
                                        "DTensor": torch.distributed.tensor.DTensor})  # fmt: skip
-        self.config_matches = real_function(
-            root, "runtime/pipelines_core/lora/pipeline.py",
-            "LoRAPipeline._check_lora_config_matches", {},
-        )  # fmt: skip
+        self.lora = HarnessLoRA(model.transformer, root)
         self.output_seeds = real_function(root, "runtime/pipelines_core/request_utils.py",
                                           "normalize_output_seeds", {})  # fmt: skip
         # gpu_worker_post_training_mixin.py: which payload is this GPU's, then sglang's
@@ -160,10 +242,6 @@ class HarnessWorker:
         unsafe = {"pickle": pickle, "_safe_load_torch_storage": None}
         self.unpickler = real_function(root, "sglang/srt/utils/common.py", "SafeUnpickler", unsafe)
         self.sleeping = False
-        # lora/pipeline.py's state: loaded_adapter_paths, cur_adapter_config, is_lora_merged.
-        self.loaded_adapter_paths: dict[str, str] = {}
-        self.cur_adapter_config: dict[str, tuple[list[str], list[float]]] = {}
-        self.is_lora_merged: dict[str, bool] = {}
 
     def execute_forward(self, reqs: list[Req]) -> OutputBatch:
         (req,) = reqs
@@ -209,18 +287,11 @@ class HarnessWorker:
         output = (images.permute(0, 3, 1, 2).float() / 255)[:, :, None]
         return OutputBatch(output=output, rollout_trajectory_data=req.rollout_trajectory_data)
 
-    def set_lora(self, nickname: str, path: str | None, target: Any, strength: float,
+    def set_lora(self, nickname: Any, path: Any, target: Any, strength: Any,
                  merge_mode: Any, lora_alpha: Any) -> OutputBatch:  # fmt: skip
-        # lora/pipeline.py lines 1140-1151: load only a new nickname or a changed path ...
-        updated = path is not None and self.loaded_adapter_paths.get(nickname) != path
-        if updated:
-            assert path is not None
-            load_lora(self.model.transformer, Path(path), nickname)
-            self.loaded_adapter_paths[nickname] = path
-        # ... lines 1209-1211: and skip when the configuration matches exactly.
-        if not self.config_matches(self, "transformer", [nickname], [strength], False, updated):
-            self.cur_adapter_config["transformer"] = ([nickname], [strength])
-            self.is_lora_merged["transformer"] = False
+        # gpu_worker.py lines 1661-1675: the pipeline's set_lora, then an empty answer.
+        self.lora.set_lora(nickname, path, target, strength, merge_mode=merge_mode,
+                           lora_alpha=lora_alpha)  # fmt: skip
         return OutputBatch()
 
     def update_weights_from_disk(self, model_path: str, flush_cache: bool,
