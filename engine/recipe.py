@@ -42,6 +42,16 @@ class ModelConfig:
     lora_target: str = _setting(
         "attn", "layers given LoRA adapters: attn, attn+mlp or full (every linear layer)"
     )
+    dtype: str | None = _setting(
+        None,
+        "dtype frozen weights are stored and the DiT computes in: bfloat16, float16 or float32; "
+        "empty means bfloat16 for real models on a GPU, float32 for the tiny model and on the CPU",
+    )
+    offload_text_encoders: str | None = _setting(
+        None,
+        "where the text encoders wait between rollouts: cpu (off the GPU) or none; empty means "
+        "cpu for qwen-image (a 7 B encoder), none otherwise",
+    )
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,11 @@ class LayoutConfig:
     )
     micro_batch_size_sample: int = _setting(4, "samples in one training tile, per rank")
     micro_batch_size_tstep: int = _setting(1, "SDE steps in one training tile, per rank")
+    gradient_checkpointing: bool | None = _setting(
+        None,
+        "recompute each DiT block's activations in the backward instead of keeping them; empty "
+        "means on for real models, off for the tiny one",
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from engine.families import FAMILIES
+from engine.precision import DTYPES, OFFLOADS
 from engine.problems import Problem, RecipeError, or_list
 from engine.rewards.ocr import ocr_prompt_problems, unquoted_prompts
 from engine.rewards.registry import reward_entry, reward_names, reward_path
@@ -148,6 +149,23 @@ def _check_model(recipe: Recipe, problems: list[Problem]) -> None:
             Problem(
                 "model.lora_target",
                 f"lora_target='{model.lora_target}' is unknown: use {or_list(LORA_TARGETS)}",
+            )
+        )
+    if model.dtype is not None and model.dtype not in DTYPES:
+        problems.append(
+            Problem(
+                "model.dtype",
+                f"dtype='{model.dtype}' is unknown: use {or_list(DTYPES)}, or leave it empty "
+                "(bfloat16 for real models on a GPU, float32 for the tiny model and on the CPU)",
+            )
+        )
+    offload = model.offload_text_encoders
+    if offload is not None and offload not in OFFLOADS:
+        problems.append(
+            Problem(
+                "model.offload_text_encoders",
+                f"offload_text_encoders='{offload}' is unknown: use {or_list(OFFLOADS)}, or "
+                "leave it empty (cpu for qwen-image, none otherwise)",
             )
         )
 
