@@ -15,6 +15,7 @@ from typing import TextIO
 
 from engine.layout import layout
 from engine.overrides import apply_overrides, parse_assignments
+from engine.precision import DTYPES
 from engine.presets import PRESETS
 from engine.problems import RecipeError
 from engine.recipe import Recipe
@@ -56,6 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--family", help="model family (default: read from model_index.json)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, default=30000, help="port to bind; 0 picks a free one")
+    serve.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default=None,
+        help="dtype to load and compute in (default: as an empty model.dtype, bfloat16 for a "
+        "real model on a GPU, float32 for the tiny model and on the CPU)",
+    )
     return parser
 
 
@@ -104,7 +112,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     if args.command == "serve-rollout":
         from engine.rollout.server import serve
 
-        return serve(args.model, args.family, args.host, args.port)
+        return serve(args.model, args.family, args.host, args.port, args.dtype)
     try:
         recipe = load_recipe(args)
     except RecipeError as error:

@@ -10,16 +10,17 @@ no checkpointing, the CPU demo's exact behaviour.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from engine.recipe import Recipe
 
-#: ``model.dtype``'s names and the torch dtypes they stand for.
-DTYPES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float32": torch.float32,
-}
+if TYPE_CHECKING:
+    import torch
+
+#: ``model.dtype``'s names, each the name of a torch dtype (``torch.bfloat16``). Names only: the
+#: validator and the web server read them, and neither loads torch; the functions below that
+#: return a torch dtype import it when called.
+DTYPES = ("bfloat16", "float16", "float32")
 #: ``model.offload_text_encoders``'s values: ``cpu`` parks the encoders in host memory once a
 #: rollout's prompts are encoded, ``none`` keeps them on the model's device.
 OFFLOADS = ("cpu", "none")
@@ -34,13 +35,21 @@ def resolved_dtype(recipe: Recipe, device_type: str) -> torch.dtype:
     bf16 matmul and the tiny model's tests pin float32 numbers. Raises ``ValueError`` for a
     name ``validate`` would have refused.
     """
-    name = recipe.model.dtype
+    return dtype_for(recipe.model.dtype, recipe.model.family, device_type)
+
+
+def dtype_for(name: str | None, family: str, device_type: str) -> torch.dtype:
+    """``resolved_dtype`` from its parts, for what serves a model without a recipe (the
+    compatible rollout server's ``--dtype``)."""
+    import torch
+
     if name is None:
-        real_gpu = recipe.model.family != "tiny" and device_type == "cuda"
+        real_gpu = family != "tiny" and device_type == "cuda"
         return torch.bfloat16 if real_gpu else torch.float32
     if name not in DTYPES:
         raise ValueError(f"model.dtype={name!r} is unknown: use {', '.join(DTYPES)}")
-    return DTYPES[name]
+    dtype: torch.dtype = getattr(torch, name)
+    return dtype
 
 
 def resolved_offload(recipe: Recipe) -> str:
@@ -61,7 +70,7 @@ def resolved_checkpointing(recipe: Recipe) -> bool:
 
 def dtype_name(dtype: torch.dtype) -> str:
     """The ``model.dtype`` name of a torch dtype (``torch.bfloat16`` -> ``bfloat16``)."""
-    for name, known in DTYPES.items():
-        if known == dtype:
-            return name
+    name = str(dtype).removeprefix("torch.")
+    if name in DTYPES:
+        return name
     raise ValueError(f"{dtype} is not a model dtype: use one of {', '.join(DTYPES)}")

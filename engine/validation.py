@@ -159,6 +159,16 @@ def _check_model(recipe: Recipe, problems: list[Problem]) -> None:
                 "(bfloat16 for real models on a GPU, float32 for the tiny model and on the CPU)",
             )
         )
+    layout = recipe.layout
+    if model.dtype == "float16" and layout.fsdp and layout.num_gpus > 1:
+        problems.append(
+            Problem(
+                "model.dtype",
+                "dtype='float16' needs loss scaling, whose overflow check runs per rank, and "
+                f"fsdp ranks hold different gradient shards (num_gpus={layout.num_gpus}): use "
+                "bfloat16, or set fsdp=false",
+            )
+        )
     offload = model.offload_text_encoders
     if offload is not None and offload not in OFFLOADS:
         problems.append(

@@ -10,7 +10,10 @@ from __future__ import annotations
 from contextlib import ExitStack
 from pathlib import Path
 
+import torch
+
 from engine.models.base import FlowModel
+from engine.precision import dtype_name
 from engine.recipe import Recipe
 from engine.rollout.backend import RolloutBackend
 from engine.rollout.colocated import ColocatedServer
@@ -19,11 +22,15 @@ from engine.rollout.sglang import SGLangBackend
 
 
 def remote_backend(
-    recipe: Recipe, model_dir: Path | None, log_dir: Path, resources: ExitStack
+    recipe: Recipe,
+    model_dir: Path | None,
+    log_dir: Path,
+    resources: ExitStack,
+    dtype: torch.dtype,
 ) -> SGLangBackend:
-    """The client of the recipe's servers, each answering ``/health``; raises
-    ``RolloutServerError`` naming any that does not, or ``ServerStartError`` when a colocated
-    server does not start."""
+    """The client of the recipe's servers, each answering ``/health`` and serving in ``dtype``
+    (the trainer's, ``resolved_dtype``) when it says; raises ``RolloutServerError`` naming any
+    that does not, or ``ServerStartError`` when a colocated server does not start."""
     rollout = recipe.rollout
     urls = list(rollout.server_urls)
     if rollout.launch == "colocated":
@@ -41,6 +48,7 @@ def remote_backend(
         server_concurrency=rollout.server_concurrency,
         timeout=rollout.request_timeout,
         max_retries=rollout.max_retries,
+        dtype=dtype_name(dtype),
     )
     backend.check_servers()
     return backend
@@ -56,5 +64,5 @@ def build_backend(
 ) -> RolloutBackend:
     """The backend ``recipe.rollout`` names; a colocated server lives as long as ``resources``."""
     if recipe.rollout.backend == "sglang":
-        return remote_backend(recipe, model_dir, log_dir, resources)
+        return remote_backend(recipe, model_dir, log_dir, resources, model.dtype)
     return InProcessBackend(model)

@@ -44,6 +44,12 @@ INVALID = [
         "for real models on a GPU, float32 for the tiny model and on the CPU)",
     ),
     (
+        {"model.dtype": "float16", "num_gpus": 2},
+        "model.dtype",
+        "dtype='float16' needs loss scaling, whose overflow check runs per rank, and fsdp ranks "
+        "hold different gradient shards (num_gpus=2): use bfloat16, or set fsdp=false",
+    ),
+    (
         {"offload_text_encoders": "disk"},
         "model.offload_text_encoders",
         "offload_text_encoders='disk' is unknown: use cpu or none, or leave it empty (cpu for "
@@ -382,6 +388,8 @@ VALID = [
     {"lora_target": "attn+mlp"},
     {"model.dtype": "bfloat16", "offload_text_encoders": "cpu", "gradient_checkpointing": True},
     {"model.dtype": "float16", "offload_text_encoders": "none", "gradient_checkpointing": False},
+    {"model.dtype": "float16", "num_gpus": 2, "fsdp": False},
+    {"model.dtype": "bfloat16", "num_gpus": 2},
     {"prompts": [], "dataset": "dataset/ocr"},
     {"rewards": [{"name": "color", "weight": 0.0}, {"name": "color_pixel", "weight": 1.0}]},
     {"rewards": [{"name": "ocr", "path": "/weights/ocr"}], "prompts": ['a sign that says "open"']},

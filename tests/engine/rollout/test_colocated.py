@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from engine.rollout.colocated import ColocatedServer, ServerStartError
-from engine.rollout.sglang import SGLangBackend
+from engine.rollout.sglang import RolloutServerError, SGLangBackend
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -27,6 +27,20 @@ def test_starts_the_compatible_server_waits_for_health_and_stops_it(tmp_path):
         process = server.process
         assert process is not None and process.poll() is None
     assert process.poll() is not None
+
+
+def test_a_server_in_another_dtype_than_the_run_is_refused_at_start_up(tmp_path):
+    server = ColocatedServer(
+        f"{PYTHON} -m engine serve-rollout --dtype bfloat16", "tiny", log_path=tmp_path / "log"
+    )
+    with server:
+        SGLangBackend([server.url], dtype="bfloat16").check_servers()
+        with pytest.raises(
+            RolloutServerError,
+            match=rf"another dtype than the run's float32 \(model.dtype\): {server.url} in "
+            r"bfloat16: restart them with --dtype float32, or set model.dtype=bfloat16",
+        ):
+            SGLangBackend([server.url], dtype="float32").check_servers()
 
 
 def test_a_server_that_exits_at_start_up_is_reported_with_its_output(tmp_path):
