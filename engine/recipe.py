@@ -105,6 +105,11 @@ class LayoutConfig:
         "recompute each DiT block's activations in the backward instead of keeping them; empty "
         "means on for real models, off for the tiny one",
     )
+    gpu_memory_gb: float = _setting(
+        80.0,
+        "memory of one GPU in GB (10^9 bytes); a recipe whose memory plan needs more per rank "
+        "is refused with what to change",
+    )
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from engine.families import FAMILIES
+from engine.memory_fit import memory_problems
 from engine.precision import DTYPES, OFFLOADS
 from engine.problems import Problem, RecipeError, or_list
 from engine.rewards.ocr import ocr_prompt_problems, unquoted_prompts
@@ -42,6 +43,7 @@ def validate(recipe: Recipe) -> list[Problem]:
     _check_optimiser(recipe, problems)
     _check_run(recipe, problems)
     _check_rollout(recipe, problems)
+    _check_memory(recipe, problems)
     return problems
 
 
@@ -635,3 +637,21 @@ def _check_rollout(recipe: Recipe, problems: list[Problem]) -> None:
             problems.append(
                 Problem(f"rollout.{name}", f"{name}={seconds} must be positive seconds: e.g. 600")
             )
+
+
+def _check_memory(recipe: Recipe, problems: list[Problem]) -> None:
+    """The memory plan must fit one GPU; it reads the model, layout and sampler settings, so it
+    waits until those are valid."""
+    budget = recipe.layout.gpu_memory_gb
+    if not (math.isfinite(budget) and budget > 0):
+        problems.append(
+            Problem(
+                "layout.gpu_memory_gb",
+                f"gpu_memory_gb={budget} must be positive: the memory of one GPU, e.g. 80 for "
+                "an H100 or A100 80 GB",
+            )
+        )
+        return
+    if any(p.field.startswith(("model.", "layout.", "sampler.")) for p in problems):
+        return
+    problems.extend(memory_problems(recipe))
