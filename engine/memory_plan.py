@@ -119,6 +119,7 @@ class MemoryPlan:
             "gpu_memory_gb": self.gpu_memory_gb,
             "fits": self.fits,
             "peak_phase": self.peak_phase,
+            "peak_while": PHASE_WORDS[self.peak_phase],
             "architecture": self.architecture,
             "source": self.source,
             "items": [
@@ -307,8 +308,9 @@ def _training_activations(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> 
     else:
         per_value = sum(count * saved[kind] for kind, count in kinds.items())
     kept = rows * sizes.per_row * (per_value + SAVED_OUTSIDE_BLOCKS)
-    if full:
-        # Autocast's model-dtype copies of the float32 weights, kept for the backward.
+    if full and sizes.size < FLOAT32 and sizes.ranks == 1:
+        # Autocast's model-dtype copies of the float32 weights, kept for the backward (under
+        # FSDP the units are gathered in the model dtype instead, counted with the weights).
         copies = arch.dit.largest_block_params if checkpointing else arch.transformer.params
         kept += copies * sizes.size
     return PlanItem(

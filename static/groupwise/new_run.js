@@ -87,7 +87,7 @@
   function renderMemory(plan) {
     memoryPanel.hidden = false;
     memoryTotal.textContent = plan.total_gb.toFixed(1) + " of " + plan.gpu_memory_gb + " GB (peak while " +
-      plan.peak_phase + "; " + plan.architecture + ")";
+      plan.peak_while + "; " + plan.architecture + ")";
     memoryTotal.classList.toggle("memory-over", !plan.fits);
     for (const item of plan.items) {
       const tr = document.createElement("tr");

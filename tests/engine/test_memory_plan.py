@@ -111,6 +111,20 @@ def test_a_full_fine_tune_counts_float32_master_weights_and_its_reference():
     assert got["reference model"].gb == pytest.approx(params * 2 / 8 / GB)
 
 
+def test_a_full_fine_tune_on_one_gpu_keeps_autocasts_weight_copies():
+    recipe = apply_overrides(preset("ocr-sd35"), {"lora_target": "full", "num_gpus": 1})
+    on = items(memory_plan(recipe))["training activations"].gb
+    off = items(memory_plan(apply_overrides(recipe, {"gradient_checkpointing": False})))
+    # A tile of 9 x 2 rows x 1357 tokens x 1536 wide; full-fine-tune blocks keep 59 bytes (80
+    # with the second attention: 13 of the 24 blocks). Without checkpointing autocast's bf16
+    # copy of every float32 weight is kept too; with it, one block's (101 506 944 weights).
+    per_row = 1357 * 1536
+    kept_off = 18 * per_row * (13 * 80 + 11 * 59 + 10) + 2_243_171_520 * 2
+    kept_on = 18 * per_row * (24 * 2 + 80 + 10) + 101_506_944 * 2
+    assert off["training activations"].gb == pytest.approx(kept_off / GB)
+    assert on == pytest.approx(kept_on / GB)
+
+
 def test_model_path_configs_replace_the_shipped_ones(tmp_path):
     directory = tiny_pipelines.save_sd3(tmp_path / "sd3")
     recipe = apply_overrides(preset("ocr-sd35"), {"model.path": str(directory)})

@@ -150,6 +150,7 @@ def test_the_layout_answers_hold_the_memory_plan(owner: Any) -> None:
     validated = post(client, "/api/recipes/validate/", body).json()["layout"]["memory"]
     assert memory == validated
     assert memory["fits"] is True and memory["gpu_memory_gb"] == 80.0
+    assert (memory["peak_phase"], memory["peak_while"]) == ("rollout", "generating")
     items = {item["name"]: item for item in memory["items"]}
     # 20.43 B bf16 weights over 2 FSDP ranks plus two gathered blocks of 339.8 M: 21.79 GB.
     assert items["DiT weights"]["gb"] == 21.79
