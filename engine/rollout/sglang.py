@@ -68,12 +68,17 @@ class SGLangBackend:
         max_retries: int = 3,
         backoff: float = 0.5,
         egress: EgressPolicy | None = None,
+        dtype: str | None = None,
     ) -> None:
         """``egress`` decides which addresses may be connected to; None reads the
-        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``)."""
+        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``). ``dtype``: the
+        ``model.dtype`` name the run computes in; ``check_servers`` refuses a server whose
+        ``/model_info`` reports another (the compatible server reports its ``dtype``; a server
+        that reports none is not checked)."""
         if not urls:
             raise ValueError("no server URL: give at least one")
         self.servers = [_Server(url.rstrip("/")) for url in urls]
+        self.dtype = dtype
         self.server_concurrency = server_concurrency
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.egress = egress_policy() if egress is None else egress
@@ -83,20 +88,41 @@ class SGLangBackend:
 
     def check_servers(self, timeout: float = 10.0) -> None:
         """Ask every server's ``/health`` and ``/model_info``; raise ``RolloutServerError``
-        naming each one that does not answer, before any rollout work starts."""
-        failures = []
+        naming each one that does not answer, or that computes in another dtype than
+        ``dtype``, before any rollout work starts."""
+        failures: list[str] = []
+        mismatches: list[tuple[str, str]] = []
         for server in self.servers:
             try:
                 self._call(server, "GET", "/health", None, timeout)
                 info = json.loads(self._call(server, "GET", "/model_info", None, timeout))
-                server.kind = info.get("server") if isinstance(info, dict) else None
             except (_Transient, RolloutServerError, ValueError) as error:
                 failures.append(f"{server.url} ({error})")
+                continue
+            info = info if isinstance(info, dict) else {}
+            server.kind = info.get("server")
+            reported = None if info.get("dtype") is None else _dtype_name(info["dtype"])
+            if self.dtype is not None and reported not in (None, self.dtype):
+                mismatches.append((server.url, str(reported)))
+        problems = []
         if failures:
-            raise RolloutServerError(
+            problems.append(
                 "rollout server(s) unreachable: " + "; ".join(failures)
                 + ": start them or fix rollout.server_urls"
             )  # fmt: skip
+        if mismatches:
+            # Samples from another dtype are not the policy's: their log-probs and the
+            # replay check would disagree with the trainer's on every step.
+            theirs = sorted({reported for _, reported in mismatches})
+            problems.append(
+                "rollout server(s) compute in another dtype than the run's "
+                f"{self.dtype} (model.dtype): "
+                + "; ".join(f"{url} in {reported}" for url, reported in mismatches)
+                + f": restart them with --dtype {self.dtype}, or set model.dtype="
+                + " or ".join(theirs)
+            )  # fmt: skip
+        if problems:
+            raise RolloutServerError(". ".join(problems))
 
     def generate(self, request: RolloutRequest) -> RolloutResult:
         """Answer one request (``generate_many`` with one)."""
@@ -244,6 +270,17 @@ class SGLangBackend:
         except (OSError, http.client.HTTPException) as error:
             # Reset, refused or cut off mid-answer: the server is gone.
             raise _Transient(f"connection lost on {path}: {error!r}", dead=True) from None
+
+
+#: How sglang's configs (``dit_precision``) and torch spell the model dtypes.
+_DTYPE_SPELLINGS = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+
+
+def _dtype_name(reported: Any) -> str:
+    """A reported dtype under its ``model.dtype`` name: ``torch.bfloat16`` and ``bf16`` are
+    ``bfloat16``."""
+    text = str(reported).removeprefix("torch.")
+    return _DTYPE_SPELLINGS.get(text, text)
 
 
 def _detail(error: urllib.error.HTTPError) -> str:
