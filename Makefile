@@ -32,6 +32,7 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # Browser tests drive Debian's Chromium (Playwright's own browser download cannot run here).
 browser:

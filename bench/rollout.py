@@ -1,15 +1,19 @@
 """Single-prompt multi-generation: images/s and DiT forwards/s per microgroup size M.
 
     python bench/rollout.py [--samples 16] [--repeats 3] [--threads 1] [--large]
+        [--dtypes float32,bfloat16]
 
 The same seeds are generated one by one (M=1 requests) and as microgroups of M = 1, 2, 4, 8, 16
 (each M that divides --samples), with the shipped tiny model at 32 x 32, 8 steps, a window of
-2 stochastic steps. With --large (the default when CUDA is present) a random-weight pixel-space
-SD3 DiT at 512 px is measured the same way on the GPU. Each configuration runs once to warm
-up and then --repeats times; the fastest repeat is reported, since a shared machine only ever
-adds time. One torch thread by default: the tiny model's matmuls are too small to split, and
-on a shared 2-core machine a second OpenMP thread waits on the other jobs (docs/performance.md
-records both). The table is printed and appended to docs/performance.md with the machine.
+2 stochastic steps, once per model dtype of --dtypes (``model.dtype``: weights stored and the DiT
+computing in it, as a run loads them), each row also compared with the first dtype's. With
+--large (the default when CUDA is present) a random-weight pixel-space SD3 DiT at 512 px is
+measured the same way (bfloat16 only on a GPU, --dtypes on a CPU). Each configuration runs
+once to warm up and then --repeats times; the fastest repeat is reported, since a shared machine
+only ever adds time. One torch thread by default: the tiny model's matmuls are too small to
+split, and on a shared 2-core machine a second OpenMP thread waits on the other jobs
+(docs/performance.md records both). The table is printed and appended to docs/performance.md
+with the machine.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from engine.tiny.weights import load_tiny  # noqa: E402
 MICROGROUPS = (1, 2, 4, 8, 16)
 
 
-def large_model(device: str) -> FlowModel:
+def large_model(device: str, dtype: torch.dtype) -> FlowModel:
     """A random-weight SD3 DiT in pixel space at 512 px: 16 x 16 patches give 1024 tokens."""
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(
@@ -60,9 +64,8 @@ def large_model(device: str) -> FlowModel:
         pooled_projection_dim=32,
         pos_embed_max_size=32,
     )
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     encoder = TinyTextEncoder(TinyTextConfig())
-    return TinyModel(transformer.to(device, dtype), encoder.to(device), tiny_scheduler())
+    return TinyModel(transformer.to(device, dtype), encoder.to(device, dtype), tiny_scheduler())
 
 
 def measure(run: Callable[[], list[RolloutResult]], repeats: int) -> tuple[float, int, int]:
@@ -81,7 +84,10 @@ def measure(run: Callable[[], list[RolloutResult]], repeats: int) -> tuple[float
     return best, images, sum(r.dit_forwards for r in results)
 
 
-def table_rows(model: FlowModel, size: int, samples: int, repeats: int) -> list[str]:
+def rates(
+    model: FlowModel, size: int, samples: int, repeats: int
+) -> dict[str, tuple[float, float]]:
+    """Per generation (one by one, then each M): (images/s, DiT forwards/s)."""
     backend = InProcessBackend(model)
     base = RolloutRequest(
         "a red image",
@@ -99,12 +105,24 @@ def table_rows(model: FlowModel, size: int, samples: int, repeats: int) -> list[
         ]
 
     seconds, images, forwards = measure(lambda: [generate_one_by_one(backend, base)], repeats)
-    baseline = images / seconds
-    rows = [f"| one by one | {baseline:.1f} | {forwards / seconds:.1f} | 1.00x |"]
+    found = {"one by one": (images / seconds, forwards / seconds)}
     for m in (m for m in MICROGROUPS if samples % m == 0):
         seconds, images, forwards = measure(lambda m=m: microgroups(m), repeats)
-        rate = images / seconds
-        rows.append(f"| M={m} | {rate:.1f} | {forwards / seconds:.1f} | {rate / baseline:.2f}x |")
+        found[f"M={m}"] = (images / seconds, forwards / seconds)
+    return found
+
+
+def table_rows(by_dtype: dict[str, dict[str, tuple[float, float]]]) -> list[str]:
+    """A row per generation and dtype: rates, against one by one and against the first dtype."""
+    first = next(iter(by_dtype.values()))
+    rows = []
+    for name, found in by_dtype.items():
+        baseline = found["one by one"][0]
+        for label, (rate, forwards) in found.items():
+            rows.append(
+                f"| {label} | {name} | {rate:.1f} | {forwards:.1f} | {rate / baseline:.2f}x "
+                f"| {rate / first[label][0]:.2f}x |"
+            )
     return rows
 
 
@@ -113,6 +131,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16, help="samples of one prompt")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--dtypes",
+        default="float32,bfloat16",
+        help="model dtypes to measure, comma-separated; the first is the comparison's base",
+    )
     parser.add_argument(
         "--large",
         action=argparse.BooleanOptionalAction,
@@ -124,10 +147,21 @@ def main() -> None:
     large = torch.cuda.is_available() if args.large is None else args.large
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    sections = [("tiny model, 32x32, cpu", table_rows(load_tiny(), 32, args.samples, args.repeats))]
+    dtypes = [name.strip() for name in args.dtypes.split(",") if name.strip()]
+    tiny = {
+        name: rates(load_tiny(dtype=getattr(torch, name)), 32, args.samples, args.repeats)
+        for name in dtypes
+    }
+    sections = [("tiny model, 32x32, cpu", table_rows(tiny))]
     if large:
-        rows = table_rows(large_model(device), 512, args.samples, args.repeats)
-        sections.append((f"random SD3 DiT (12 layers, 1024 tokens), 512x512, {device}", rows))
+        large_dtypes = ["bfloat16"] if device == "cuda" else dtypes
+        measured = {
+            name: rates(large_model(device, getattr(torch, name)), 512, args.samples, args.repeats)
+            for name in large_dtypes
+        }
+        sections.append(
+            (f"random SD3 DiT (12 layers, 1024 tokens), 512x512, {device}", table_rows(measured))
+        )
 
     details = [
         f"Python {platform.python_version()}",
@@ -140,15 +174,17 @@ def main() -> None:
         "",
         f"`bench/rollout.py`: {args.samples} samples of one prompt, 8 steps (2 stochastic), "
         f"the same seeds for every row; fastest of {args.repeats} runs after a warm-up. "
-        "DiT forwards/s counts batched calls; one by one makes one call per sample and step.",
+        "DiT forwards/s counts batched calls; one by one makes one call per sample and step. "
+        "The dtype is model.dtype (below float32 the DiT runs under autocast); the last column "
+        "compares each row with the same row in the first dtype, measured in the same run.",
         "",
     ]
     for title, rows in sections:
         lines += [
             f"{title}:",
             "",
-            "| generation | images/s | DiT forwards/s | vs one by one |",
-            "|---|---|---|---|",
+            "| generation | dtype | images/s | DiT forwards/s | vs one by one | vs first dtype |",
+            "|---|---|---|---|---|---|",
             *rows,
             "",
         ]

@@ -8,13 +8,16 @@ and fix), 1 a run that failed, 130 a run stopped by Ctrl-C (resumable: run the s
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from engine.layout import layout
+from engine.layout import layout, layout_report
+from engine.memory_plan import PHASE_WORDS, MemoryPlan, memory_plan
 from engine.overrides import apply_overrides, parse_assignments
+from engine.precision import DTYPES
 from engine.presets import PRESETS
 from engine.problems import RecipeError
 from engine.recipe import Recipe
@@ -43,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
             )
         if name == "sweep":
             _sweep_arguments(sub)
+        if name == "layout":
+            sub.add_argument(
+                "--json", action="store_true", help="print the layout and memory plan as JSON"
+            )
     serve = commands.add_parser(
         "serve-rollout", help="serve rollouts over SGLang-D's HTTP protocol (docs/sglang.md)"
     )
@@ -56,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--family", help="model family (default: read from model_index.json)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument("--port", type=int, default=30000, help="port to bind; 0 picks a free one")
+    serve.add_argument(
+        "--dtype",
+        choices=list(DTYPES),
+        default=None,
+        help="dtype to load and compute in (default: as an empty model.dtype, bfloat16 for a "
+        "real model on a GPU, float32 for the tiny model and on the CPU)",
+    )
     return parser
 
 
@@ -104,7 +118,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     if args.command == "serve-rollout":
         from engine.rollout.server import serve
 
-        return serve(args.model, args.family, args.host, args.port)
+        return serve(args.model, args.family, args.host, args.port, args.dtype)
     try:
         recipe = load_recipe(args)
     except RecipeError as error:
@@ -117,6 +131,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
         return _report(RecipeError(problems), out)
     if args.command == "validate":
         print("valid", file=out)
+        _print_memory(memory_plan(recipe), out)
         return 0
     if args.command == "train":
         from engine.ranks import rank_problem
@@ -141,6 +156,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
             )
         except RecipeError as error:
             return _report(error, out)
+    if args.json:
+        print(json.dumps(layout_report(recipe), indent=2), file=out)
+        return 0
     return _print_layout(recipe, out)
 
 
@@ -157,4 +175,28 @@ def _print_layout(recipe: Recipe, out: TextIO) -> int:
     width = max(len(key) for key in derived)
     for key, value in derived.items():
         print(f"{key:<{width}}  {value}", file=out)
+    _print_memory(memory_plan(recipe), out)
     return 0
+
+
+#: Characters of the widest memory bar, which stands for gpu_memory_gb.
+BAR_WIDTH = 40
+
+
+def _print_memory(plan: MemoryPlan, out: TextIO) -> None:
+    """The plan as a table with a bar per item, scaled to the GPU's memory; items outside the
+    peak phase are marked and left out of the total."""
+    print(
+        f"\nmemory per GPU: {plan.total_gb:.1f} of {plan.gpu_memory_gb:g} GB "
+        f"({'fits' if plan.fits else 'does not fit'}; peak while {PHASE_WORDS[plan.peak_phase]}; "
+        f"{plan.architecture} from {plan.source})",
+        file=out,
+    )
+    width = max(len(item.name) for item in plan.items)
+    for item in plan.items:
+        bar = "#" * round(BAR_WIDTH * item.gb / plan.gpu_memory_gb)
+        mark = " " if plan.counted(item) else "-"
+        print(
+            f"{mark} {item.name:<{width}}  {item.gb:6.1f} GB  {bar:<{BAR_WIDTH}}  {item.note}",
+            file=out,
+        )

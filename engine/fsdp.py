@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from engine.distributed import DistContext
@@ -32,15 +32,31 @@ def shard_policy(policy: Policy, context: DistContext) -> DistContext:
 
     Call it after the model is on this rank's device and before the ``Trainer`` (its optimizer
     must see the sharded parameters). A full fine-tune's frozen reference copy (``kl_beta`` > 0)
-    stays whole on every rank. One rank has nothing to share with: the context comes back as is.
+    is sharded the same way: it runs only in the KL term, which every rank computes for each of
+    its tiles, so its forwards are collectives like the policy's. One rank has nothing to share
+    with: the context comes back as is.
+
+    Below float32 each unit's weights are gathered in the model dtype, which the forward computes
+    in anyway (float32 master weights would be cast by autocast right after), for half the
+    traffic and the memory of a float32 gather; gradients are reduce-scattered in float32 onto
+    the float32 master shards.
     """
     if context.world_size == 1:
         return context
     mesh = init_device_mesh(context.device.type, (context.world_size,))
+    dtype = policy.model.dtype
+    precision = (
+        MixedPrecisionPolicy()
+        if dtype == torch.float32
+        else MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32)
+    )
     transformer = policy.model.transformer
-    for block in _blocks(transformer):
-        fully_shard(block, mesh=mesh)
-    fully_shard(transformer, mesh=mesh)
+    for module in (transformer, policy.reference_module):
+        if module is None:
+            continue
+        for block in dit_blocks(module):
+            fully_shard(block, mesh=mesh, mp_policy=precision)
+        fully_shard(module, mesh=mesh, mp_policy=precision)
     policy.parameters = [p for p in transformer.parameters() if p.requires_grad]
     return replace(context, fsdp=True)
 
@@ -113,7 +129,7 @@ def _like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     return value
 
 
-def _blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
+def dit_blocks(module: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated blocks of a diffusers DiT (``transformer_blocks``, FLUX's
     ``single_transformer_blocks``): the natural FSDP units."""
     return [

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from engine.families import FAMILIES
+from engine.memory_plan import memory_plan
 from engine.problems import RecipeError
 from engine.recipe import Recipe
 
@@ -129,6 +130,12 @@ def layout(recipe: Recipe, rollout_index: int = 0) -> Layout:
         sde_window=tuple(range(start, start + sampler.sde_window_size)),
         n_samples_per_prompt=group,
     )
+
+
+def layout_report(recipe: Recipe) -> dict[str, Any]:
+    """A valid recipe's layout (seeds of its first rollout) with its memory plan under
+    ``memory``: what the API's layout answers and ``python -m engine layout --json`` print."""
+    return {**layout(recipe).to_dict(), "memory": memory_plan(recipe).to_dict()}
 
 
 def _lists(value: Any) -> Any:

@@ -46,6 +46,7 @@ from engine.layout import Layout, layout
 from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
 from engine.policy import Policy
+from engine.precision import resolved_checkpointing, resolved_dtype, resolved_offload
 from engine.problems import RecipeError
 from engine.prompts import PromptSet, draw_prompts, load_prompts
 from engine.recipe import Recipe
@@ -202,18 +203,25 @@ def _setup(
     # In process, every rank generates (a sharded model cannot run on one rank alone).
     in_process = backend is None or isinstance(backend, InProcessBackend)
     spread = context is not None and context.world_size > 1 and in_process and not servers
-    server = None
-    if servers and main:
-        backend = server = remote_backend(recipe, directory, out_dir, resources)
     # A rank's model lives where its collectives run: its own GPU under nccl, the CPU under gloo.
     # One process trains on the host's first GPU when it has one.
-    device = context.device if context else ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(recipe.model.family, directory, device=device)
+    device = torch.device(
+        context.device if context else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    dtype = resolved_dtype(recipe, device.type)
+    server = None
+    if servers and main:
+        backend = server = remote_backend(recipe, directory, out_dir, resources, dtype)
+    model = load_model(recipe.model.family, directory, device=device, dtype=dtype)
     if server is not None:
         # Trajectories arrive as the server keeps them (packed, float32, on the CPU).
         server.latents = LatentLayout.of(model)
     policy = Policy(
-        model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
+        model,
+        recipe.model,
+        keep_reference=recipe.optimiser.kl_beta > 0,
+        seed=recipe.run.seed,
+        gradient_checkpointing=resolved_checkpointing(recipe),
     )
     if context is not None and recipe.layout.fsdp:
         context = shard_policy(policy, context)
@@ -246,12 +254,15 @@ def _iteration(state: _Run) -> None:
     # 1-4; every rank gets what training needs.
     rollout = _roll_out(state, rollout_index, plan)
 
-    # 5. Update on every rank: recompute the old log-probs, then the optimizer steps; a
-    # colocated server gives the GPU's memory to the trainer meanwhile.
+    # 5. Update on every rank: recompute the old log-probs, then the optimizer steps. The text
+    # encoders are done until the next rollout: with offload their memory goes to training;
+    # a colocated server gives the GPU's memory to the trainer meanwhile.
     server = state.colocated
     memory_seconds = _on_main(state, lambda: server.release_memory() if server else 0.0)
     update_started = time.perf_counter()
     conditionings = rollout_conditionings(state.model, rollout.results)
+    if resolved_offload(state.recipe) == "cpu":
+        state.model.offload_text_encoders()
     replay, metrics = state.trainer.train_rollout(
         rollout.results, conditionings, rollout.advantages
     )

@@ -3,8 +3,19 @@
 ``lora_target`` picks the weights: ``attn`` puts LoRA adapters (peft) on the attention
 projections, ``attn+mlp`` on the feed-forward layers too, ``full`` fine-tunes every weight (the
 tiny model's choice: it has too few weights for adapters to learn fast). The reference policy is
-the same transformer with its adapters disabled, or, for a full fine-tune, a frozen copy of the
-starting weights, kept only when ``kl_beta`` > 0.
+the same transformer with its adapters disabled (never a second copy), or, for a full fine-tune,
+a frozen copy of the starting weights in the model dtype, kept only when ``kl_beta`` > 0.
+
+Precision (DESIGN.md): the model arrives in ``model.dtype``; frozen weights stay in it, and the
+weights that learn are turned into float32 master weights, so AdamW's moments (made like the
+parameters) are float32 too. Compute stays in the model dtype: ``FlowModel.velocity`` runs the
+DiT under autocast, which casts a float32 weight to the model dtype for each matmul and sends
+its gradient back in float32. Why float32 parameters under autocast rather than a model-dtype
+module with a separate float32 copy for the optimizer: the gradients then accumulate over a
+step's tiles in float32 (a bf16 ``.grad`` would round at every tile), the checkpoint holds the
+master weights under the module's own names, and FSDP shards the float32 parameters with no
+second mechanism; the cost is the same 4 bytes per trainable weight either way, plus autocast's
+transient model-dtype copy of each weight in use.
 """
 
 from __future__ import annotations
@@ -34,8 +45,17 @@ class Policy:
     """The model being trained and the weights that learn."""
 
     def __init__(
-        self, model: FlowModel, config: ModelConfig, *, keep_reference: bool, seed: int
+        self,
+        model: FlowModel,
+        config: ModelConfig,
+        *,
+        keep_reference: bool,
+        seed: int,
+        gradient_checkpointing: bool = False,
     ) -> None:
+        """``gradient_checkpointing``: recompute each DiT block's activations in the backward
+        (``layout.gradient_checkpointing`` resolved); forwards without gradients, the rollout's
+        and the replay's, are unaffected."""
         self.model = model
         self.full = config.lora_target == "full"
         transformer = model.transformer
@@ -43,6 +63,7 @@ class Policy:
         self._reference: torch.nn.Module | None = None
         if self.full:
             if keep_reference:
+                # Copied before the master weights exist: the reference stays in the model dtype.
                 self._reference = copy.deepcopy(transformer).requires_grad_(False)
             transformer.requires_grad_(True)
         else:
@@ -69,6 +90,15 @@ class Policy:
                     adapter_name=ADAPTER,
                 )
         self.parameters = [p for p in transformer.parameters() if p.requires_grad]
+        _as_master_weights(self.parameters)
+        if gradient_checkpointing:
+            # diffusers checkpoints each block (non-reentrant) whenever gradients are on.
+            transformer.enable_gradient_checkpointing()  # type: ignore[operator]
+
+    @property
+    def reference_module(self) -> torch.nn.Module | None:
+        """A full fine-tune's frozen reference copy (None with LoRA or ``kl_beta`` = 0)."""
+        return self._reference
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable weights by name: what a checkpoint stores."""
@@ -111,6 +141,15 @@ class Policy:
                 yield
             finally:
                 transformer.enable_adapters()  # type: ignore[operator]
+
+
+def _as_master_weights(parameters: list[torch.nn.Parameter]) -> None:
+    """Trainable weights in float32, in place (the optimizer is made after): a bf16 weight
+    cannot take an update smaller than 1/256 of itself, and lr x Adam's step is far smaller.
+    peft makes LoRA adapters in their base layer's dtype, so they come through here too."""
+    for parameter in parameters:
+        if parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
 
 
 def _present(module: torch.nn.Module, suffixes: tuple[str, ...]) -> list[str]:

@@ -69,6 +69,16 @@ class ModelConfig:
         "attn",
         "layers given LoRA adapters: attn, attn+mlp or full (every linear layer)",
     )
+    dtype: str | None = _setting(
+        None,
+        "dtype frozen weights are stored and the DiT computes in: bfloat16, float16 or float32; "
+        "empty means bfloat16 for real models on a GPU, float32 for the tiny model and on the CPU",
+    )
+    offload_text_encoders: str | None = _setting(
+        None,
+        "where the text encoders wait between rollouts: cpu (off the GPU) or none; empty means "
+        "cpu for qwen-image (a 7 B encoder), none otherwise",
+    )
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,17 @@ class LayoutConfig:
     )
     micro_batch_size_sample: int = _setting(4, "samples in one training tile, per rank", most=1024)
     micro_batch_size_tstep: int = _setting(1, "SDE steps in one training tile, per rank", most=1000)
+    gradient_checkpointing: bool | None = _setting(
+        None,
+        "recompute each DiT block's activations in the backward instead of keeping them; empty "
+        "means on for real models, off for the tiny one",
+    )
+    gpu_memory_gb: float = _setting(
+        80.0,
+        "memory of one GPU in GB (10^9 bytes); a recipe whose memory plan needs more per rank "
+        "is refused with what to change",
+        most=4096,
+    )
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
 from engine.overrides import apply_overrides
 from engine.policy import Policy
+from engine.precision import resolved_checkpointing, resolved_dtype
 from engine.problems import Problem, RecipeError, or_list
 from engine.prompts import PromptSet, draw_prompts, load_prompts
 from engine.recipe import Recipe
@@ -258,11 +259,18 @@ def sweep(
     chosen = sweep_sizes(recipe, sizes, rollouts)
     target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = load_model(
-        recipe.model.family, resolve_model_dir(recipe.model.path, model_dir), device=target
+        recipe.model.family,
+        resolve_model_dir(recipe.model.path, model_dir),
+        device=target,
+        dtype=resolved_dtype(recipe, target.type),
     )
     policy = (
         Policy(
-            model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
+            model,
+            recipe.model,
+            keep_reference=recipe.optimiser.kl_beta > 0,
+            seed=recipe.run.seed,
+            gradient_checkpointing=resolved_checkpointing(recipe),
         )
         if update
         else None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -86,9 +86,11 @@ class Trainer:
         self.recipe = recipe
         self.context = context
         opt = recipe.optimiser
+        # The policy's trainable weights are float32 (engine.policy), so AdamW's moments are too.
         self.optimizer = torch.optim.AdamW(
             policy.parameters, lr=opt.lr, weight_decay=opt.weight_decay
         )
+        self.scaler = _loss_scaler(policy.model, self.optimizer)
 
     def train_rollout(
         self,
@@ -202,7 +204,7 @@ class Trainer:
             # accumulated gradient is that of the mean over the rank's share, and the ranks'
             # average (equal shares) that of the mean over the whole step.
             loss = (policy_terms + opt.kl_beta * kl_terms).sum() / elements
-            loss.backward()
+            self.scaler.scale(loss).backward()
             totals["loss"] += loss.item()
             totals["policy"] += policy_terms.sum().item() / elements
             totals["kl"] += kl_terms.sum().item() / elements
@@ -212,8 +214,12 @@ class Trainer:
             distributed.average_gradients(self.policy.parameters, self.context)
         # After the average every rank holds the global gradient (or, under FSDP, its shard of
         # it, whose norm FSDP's DTensors combine): all ranks clip by the same global norm.
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters, opt.max_grad_norm)
-        self.optimizer.step()
+        # Without loss scaling (bf16, float32) this is optimizer.step(); with it, a step whose
+        # gradient overflowed float16 is skipped and the scale lowered.
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         every = torch.cat(ratios)
         world = 1 if self.context is None else self.context.world_size
         # Per-rank means averaged over equal shares are the global means; counts are summed.
@@ -268,6 +274,32 @@ class Trainer:
             ],
             dim=1,
         )
+
+
+def _loss_scaler(model: FlowModel, optimizer: torch.optim.Optimizer) -> torch.amp.GradScaler:
+    """Dynamic loss scaling for a float16 model, a pass-through for any other dtype.
+
+    float16 keeps 5 exponent bits, so the small gradients of a backward through float16
+    activations flush to zero unless the loss is scaled up first (bfloat16 has float32's range
+    and needs none). The scale is state a resumed run must continue from: it travels in the
+    optimizer's state dict, under ``grad_scaler``, so checkpoints carry it unchanged.
+    """
+    scaler = torch.amp.GradScaler(model.device.type, enabled=model.dtype == torch.float16)
+    if scaler.is_enabled():
+
+        def save(_: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+            state["grad_scaler"] = scaler.state_dict()
+
+        def load(_: torch.optim.Optimizer, state: dict[str, Any]) -> dict[str, Any]:
+            rest = dict(state)
+            saved = rest.pop("grad_scaler", None)
+            if saved is not None:
+                scaler.load_state_dict(saved)
+            return rest
+
+        optimizer.register_state_dict_post_hook(save)
+        optimizer.register_load_state_dict_pre_hook(load)
+    return scaler
 
 
 def rollout_conditionings(model: FlowModel, results: Sequence[RolloutResult]) -> list[Conditioning]:

@@ -18,6 +18,8 @@ from engine.egress import REFUSED
 from engine.egress import SETTING as EGRESS_SETTING
 from engine.egress import policy as egress_policy
 from engine.families import FAMILIES
+from engine.memory_fit import memory_problems
+from engine.precision import DTYPES, OFFLOADS
 from engine.problems import Problem, RecipeError, or_list
 from engine.rewards.ocr import ocr_prompt_problems, unquoted_prompts
 from engine.rewards.registry import reward_entry, reward_names, reward_path
@@ -49,6 +51,7 @@ def validate(recipe: Recipe) -> list[Problem]:
     _check_optimiser(recipe, problems)
     _check_run(recipe, problems)
     _check_rollout(recipe, problems)
+    _check_memory(recipe, problems)
     return problems
 
 
@@ -200,6 +203,33 @@ def _check_model(recipe: Recipe, problems: list[Problem]) -> None:
             Problem(
                 "model.lora_target",
                 f"lora_target='{model.lora_target}' is unknown: use {or_list(LORA_TARGETS)}",
+            )
+        )
+    if model.dtype is not None and model.dtype not in DTYPES:
+        problems.append(
+            Problem(
+                "model.dtype",
+                f"dtype='{model.dtype}' is unknown: use {or_list(DTYPES)}, or leave it empty "
+                "(bfloat16 for real models on a GPU, float32 for the tiny model and on the CPU)",
+            )
+        )
+    layout = recipe.layout
+    if model.dtype == "float16" and layout.fsdp and layout.num_gpus > 1:
+        problems.append(
+            Problem(
+                "model.dtype",
+                "dtype='float16' needs loss scaling, whose overflow check runs per rank, and "
+                f"fsdp ranks hold different gradient shards (num_gpus={layout.num_gpus}): use "
+                "bfloat16, or set fsdp=false",
+            )
+        )
+    offload = model.offload_text_encoders
+    if offload is not None and offload not in OFFLOADS:
+        problems.append(
+            Problem(
+                "model.offload_text_encoders",
+                f"offload_text_encoders='{offload}' is unknown: use {or_list(OFFLOADS)}, or "
+                "leave it empty (cpu for qwen-image, none otherwise)",
             )
         )
 
@@ -667,3 +697,21 @@ def _check_rollout(recipe: Recipe, problems: list[Problem]) -> None:
             problems.append(
                 Problem(f"rollout.{name}", f"{name}={seconds} must be positive seconds: e.g. 600")
             )
+
+
+def _check_memory(recipe: Recipe, problems: list[Problem]) -> None:
+    """The memory plan must fit one GPU; it reads the model, layout and sampler settings, so it
+    waits until those are valid."""
+    budget = recipe.layout.gpu_memory_gb
+    if not (math.isfinite(budget) and budget > 0):
+        problems.append(
+            Problem(
+                "layout.gpu_memory_gb",
+                f"gpu_memory_gb={budget} must be positive: the memory of one GPU, e.g. 80 for "
+                "an H100 or A100 80 GB",
+            )
+        )
+        return
+    if any(p.field.startswith(("model.", "layout.", "sampler.")) for p in problems):
+        return
+    problems.extend(memory_problems(recipe))

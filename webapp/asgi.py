@@ -8,6 +8,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 # Django must be set up before the consumers (and the models they import) are imported.
 django_http = get_asgi_application()
+# Load the URL configuration now: it imports the views, the engine and torch (seconds), which
+# would otherwise land on the first request, often a load balancer's or a test's /healthz.
+from django.urls import get_resolver  # noqa: E402
+
+get_resolver().url_patterns  # noqa: B018
 # WhiteNoise streams static files through a synchronous iterator, which Django's ASGI handler
 # consumes in a thread and warns about on every file; the files are small, the cost is nil.
 warnings.filterwarnings(

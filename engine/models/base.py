@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,9 @@ class FlowModel(ABC):
     transformer: torch.nn.Module
     #: Where the tensors live.
     device: torch.device
-    #: The DiT's dtype; latents and conditioning use it too.
+    #: The dtype the model was loaded in (``model.dtype``): frozen weights are stored in it,
+    #: the DiT computes in it, latents and conditioning use it. Trainable weights may be
+    #: float32 master copies beside it (``engine.policy``).
     dtype: torch.dtype
 
     def needs_negative(self, guidance_scale: float, true_cfg_scale: float) -> bool:
@@ -49,6 +52,8 @@ class FlowModel(ABC):
         count = len(prompts)
         if negative_prompts is not None and len(negative_prompts) != count:
             raise ValueError(f"{len(negative_prompts)} negative prompts for {count} prompts")
+        # Encoders parked off the device (``offload_text_encoders``) come back for the call.
+        self._text_encoders_to(self.device)
         with torch.no_grad():
             encoded = self._encode(list(prompts) + list(negative_prompts or []))
         positive = {key: value[:count] for key, value in encoded.items()}
@@ -56,11 +61,26 @@ class FlowModel(ABC):
             return Conditioning(positive)
         return Conditioning(positive, {key: value[count:] for key, value in encoded.items()})
 
+    def offload_text_encoders(self, device: str | torch.device = "cpu") -> None:
+        """Park the text encoders on ``device`` (host memory) until the next ``encode_prompts``,
+        which brings them back: their memory is free for training in between."""
+        self._text_encoders_to(torch.device(device))
+
+    def _text_encoders_to(self, device: torch.device) -> None:
+        # Only encoders elsewhere move: the compatible server encodes on several threads at
+        # once, and a module already in place must not be touched under a running forward.
+        for encoder in self.text_encoders():
+            if placement(encoder)[0] != device:
+                encoder.to(device)
+
+    @abstractmethod
+    def text_encoders(self) -> list[torch.nn.Module]:
+        """The family's text encoders: what ``offload_text_encoders`` moves."""
+
     @abstractmethod
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """The family's text encoders on ``texts`` in one batch: tensors with a row per text."""
 
-    @abstractmethod
     def velocity(
         self,
         latents: torch.Tensor,
@@ -74,8 +94,42 @@ class FlowModel(ABC):
 
         ``sigma`` [B] is each row's time t in [0, 1]; ``conditioning`` has B rows. Guidance that
         needs the negative prompt runs it in the same batched DiT forward (2B rows), so the
-        result depends only on these inputs and on the batch they form.
+        result depends only on these inputs and on the batch they form. The forward computes
+        in ``dtype`` (``compute_precision``), whatever dtype the trainable weights are kept in.
         """
+        with self.compute_precision():
+            return self._velocity(
+                latents,
+                sigma,
+                conditioning,
+                guidance_scale=guidance_scale,
+                true_cfg_scale=true_cfg_scale,
+            )
+
+    def compute_precision(self) -> AbstractContextManager[Any]:
+        """Where the DiT runs: autocast to ``dtype`` when that is below float32.
+
+        Frozen weights are stored in ``dtype`` already; trainable ones are float32 master copies
+        (``engine.policy``), which autocast casts to ``dtype`` for each matmul while the
+        gradient reaches them in float32. The rollout, the trainer's replay and the KL's
+        reference forward all come through here, so they compute alike. A float32 model runs
+        as it always did, without autocast.
+        """
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @abstractmethod
+    def _velocity(
+        self,
+        latents: torch.Tensor,
+        sigma: torch.Tensor,
+        conditioning: Conditioning,
+        *,
+        guidance_scale: float,
+        true_cfg_scale: float,
+    ) -> torch.Tensor:
+        """``velocity``'s family-specific forward, called inside ``compute_precision``."""
 
     @abstractmethod
     def latent_shape(self, height: int, width: int) -> tuple[int, ...]:

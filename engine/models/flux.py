@@ -30,6 +30,10 @@ class FluxModel(FlowModel):
         self.device, self.dtype = placement(self.transformer)
         self.max_sequence_length = max_sequence_length
 
+    def text_encoders(self) -> list[torch.nn.Module]:
+        p = self.pipeline
+        return [e for e in (p.text_encoder, p.text_encoder_2) if e is not None]
+
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         embeds, pooled, _ = self.pipeline.encode_prompt(
             prompt=texts,
@@ -39,14 +43,14 @@ class FluxModel(FlowModel):
         )
         return {"prompt_embeds": embeds.to(self.dtype), "pooled": pooled.to(self.dtype)}
 
-    def velocity(
+    def _velocity(
         self,
         latents: torch.Tensor,
         sigma: torch.Tensor,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 1.0,
-        true_cfg_scale: float = 1.0,
+        guidance_scale: float,
+        true_cfg_scale: float,
     ) -> torch.Tensor:
         batch, _, height, width = latents.shape
         dtype, device = latents.dtype, latents.device

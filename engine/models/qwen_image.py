@@ -28,6 +28,9 @@ class QwenImageModel(FlowModel):
         self.config: Any = pipeline.transformer.config
         self.device, self.dtype = placement(self.transformer)
 
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [self.pipeline.text_encoder]
+
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # One call pads prompt and negative to a common length, which lets them share a batch.
         embeds, mask = self.pipeline.encode_prompt(prompt=texts, device=self.device)
@@ -35,14 +38,14 @@ class QwenImageModel(FlowModel):
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         return {"prompt_embeds": embeds.to(self.dtype), "mask": mask}
 
-    def velocity(
+    def _velocity(
         self,
         latents: torch.Tensor,
         sigma: torch.Tensor,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 1.0,
-        true_cfg_scale: float = 1.0,
+        guidance_scale: float,
+        true_cfg_scale: float,
     ) -> torch.Tensor:
         batch, _, height, width = latents.shape
         dtype, device = latents.dtype, latents.device

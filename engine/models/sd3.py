@@ -62,6 +62,10 @@ class SD3Model(FlowModel):
         self.device, self.dtype = placement(self.transformer)
         self.max_sequence_length = max_sequence_length
 
+    def text_encoders(self) -> list[torch.nn.Module]:
+        p = self.pipeline
+        return [e for e in (p.text_encoder, p.text_encoder_2, p.text_encoder_3) if e is not None]
+
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # Guidance off: the negatives are already among ``texts``, so each encoder runs once.
         embeds, _, pooled, _ = self.pipeline.encode_prompt(
@@ -74,14 +78,14 @@ class SD3Model(FlowModel):
         )
         return {"prompt_embeds": embeds.to(self.dtype), "pooled": pooled.to(self.dtype)}
 
-    def velocity(
+    def _velocity(
         self,
         latents: torch.Tensor,
         sigma: torch.Tensor,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 1.0,
-        true_cfg_scale: float = 1.0,
+        guidance_scale: float,
+        true_cfg_scale: float,
     ) -> torch.Tensor:
         return sd3_velocity(self.transformer, latents, sigma, conditioning, guidance_scale)
 

@@ -26,10 +26,10 @@ class ReplayTolerance(NamedTuple):
     why: str
 
 
-#: A backend computing as the trainer does: fp32 with the rollout's own batches agrees to
-#: ~1e-7; against Flow-GRPO's clip_range 1e-4 a pass is a tenth of the clip, a failure ten
+#: A backend computing as the trainer does (its model code, in its dtype, on the same batches):
+#: agrees to ~1e-7; against Flow-GRPO's clip_range 1e-4 a pass is a tenth of the clip, a failure ten
 #: times it (the clip would act on replay noise).
-SAME_NUMERICS = ReplayTolerance(1e-5, 1e-3, "the backend computes as the trainer does (fp32)")
+SAME_NUMERICS = ReplayTolerance(1e-5, 1e-3, "the backend computes as the trainer does")
 #: A server whose DiT runs in bf16 (sglang's default dit_precision): measured ~2.5e-4 inside
 #: the schedule and ~1.8e-2 when the window holds the last step, whose small std magnifies the
 #: rounding. The trainer recomputes the old log-probs itself, so training stays exact; the

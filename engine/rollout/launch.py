@@ -16,8 +16,11 @@ import os
 from contextlib import ExitStack
 from pathlib import Path
 
+import torch
+
 from engine.egress import EgressPolicy
 from engine.models.base import FlowModel
+from engine.precision import dtype_name
 from engine.recipe import Recipe
 from engine.rollout.backend import RolloutBackend
 from engine.rollout.colocated import ColocatedServer
@@ -36,16 +39,20 @@ def server_command() -> str:
 
 
 def remote_backend(
-    recipe: Recipe, model_dir: Path | None, log_dir: Path, resources: ExitStack
+    recipe: Recipe,
+    model_dir: Path | None,
+    log_dir: Path,
+    resources: ExitStack,
+    dtype: torch.dtype,
 ) -> SGLangBackend:
-    """The client of the recipe's servers, each answering ``/health``; raises
-    ``RolloutServerError`` naming any that does not, or ``ServerStartError`` when a colocated
-    server does not start."""
+    """The client of the recipe's servers, each answering ``/health`` and serving in ``dtype``
+    (the trainer's, ``resolved_dtype``) when it says; raises ``RolloutServerError`` naming any
+    that does not, or ``ServerStartError`` when a colocated server does not start."""
     rollout = recipe.rollout
     urls, egress = list(rollout.server_urls), None
     if rollout.launch == "colocated":
-        # It holds its own copy of the model on the trainer's GPUs whenever it is resumed: the
-        # memory plan must count it (the real-scale issue's plan; docs/sglang.md, colocated).
+        # It holds its own copy of the model on the trainer's GPUs whenever it is resumed, which
+        # engine.memory_plan does not count yet (docs/sglang.md, colocated mode).
         server = resources.enter_context(
             ColocatedServer(
                 server_command(),
@@ -61,6 +68,7 @@ def remote_backend(
         timeout=rollout.request_timeout,
         max_retries=rollout.max_retries,
         egress=egress,
+        dtype=dtype_name(dtype),
     )
     # A colocated server was waited on already; an external one may still be warming up.
     backend.check_servers(startup_timeout=rollout.startup_timeout)
@@ -77,5 +85,5 @@ def build_backend(
 ) -> RolloutBackend:
     """The backend ``recipe.rollout`` names; a colocated server lives as long as ``resources``."""
     if recipe.rollout.backend == "sglang":
-        return remote_backend(recipe, model_dir, log_dir, resources)
+        return remote_backend(recipe, model_dir, log_dir, resources, model.dtype)
     return InProcessBackend(model)

@@ -18,6 +18,9 @@ Endpoints, as sglang names them:
   nothing to free on the CPU.
 - ``GET /health``, ``GET /model_info``, ``GET /server_stats`` (requests in flight now, the most
   ever in flight, requests answered; ``POST /server_stats/reset`` zeroes the last two).
+
+``/model_info`` adds ``dtype`` (``bfloat16``, ``float16``, ``float32``: what the model computes
+in) to sglang's fields, so the client can refuse a server that disagrees with the recipe.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 import torch
 
 from engine.models.base import FlowModel
+from engine.precision import dtype_for, dtype_name
 from engine.rollout.in_process import denoise, encode_request, seed_generators
 from engine.rollout.protocol import (
     ProtocolError,
@@ -220,6 +224,7 @@ def _routes(service: RolloutService) -> dict[tuple[str, str], Callable[[Any], An
             "model_type": "diffusion",
             "server": "groupwise",
             "family": service.family,
+            "dtype": dtype_name(service.model.dtype),
         },
         ("GET", "/server_stats"): lambda _: service.stats(),
         ("POST", "/server_stats/reset"): lambda _: service.reset_stats(),
@@ -304,13 +309,22 @@ def make_server(service: RolloutService, host: str, port: int) -> ThreadingHTTPS
     return server
 
 
-def serve(model: str, family: str | None, host: str, port: int) -> int:
-    """Load the model and serve until interrupted; prints ``serving on URL`` once bound."""
+def serve(model: str, family: str | None, host: str, port: int, dtype: str | None = None) -> int:
+    """Load the model and serve until interrupted; prints ``serving on URL`` once bound.
+
+    The model goes on the host's first GPU when it has one, as a one-process run's does, in
+    ``dtype``; None resolves as an empty ``model.dtype`` does there, so a colocated server and
+    its run agree by default.
+    """
     from engine.models.loading import load_model
 
     directory = None if model == "tiny" else Path(model)
     chosen = family or ("tiny" if directory is None else _family_of(directory))
-    service = RolloutService(load_model(chosen, directory), model, chosen)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    loaded = load_model(
+        chosen, directory, device=device, dtype=dtype_for(dtype, chosen, device.type)
+    )
+    service = RolloutService(loaded, model, chosen)
     server = make_server(service, host, port)
     print(f"serving on http://{host}:{server.server_port}", flush=True)
     try:

@@ -59,8 +59,6 @@ class _Server:
     kind: str | None = None
     #: Its ``get_weights_checksum`` after the last sync (None before the first).
     checksum: str | None = None
-    #: ``dtype`` of its ``/model_info`` (the compatible server's; sglang's is unnamed).
-    dtype: str | None = None
 
 
 def describe(request: RolloutRequest) -> str:
@@ -80,15 +78,20 @@ class SGLangBackend:
         max_retries: int = 3,
         backoff: float = 0.5,
         egress: EgressPolicy | None = None,
+        dtype: str | None = None,
         latents: LatentLayout | None = None,
     ) -> None:
         """``egress`` decides which addresses may be connected to; None reads the
-        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``). ``latents`` is the
-        trainer's layout, which returned trajectories are unpacked and moved to; it may be set
-        later (the loop loads the model after checking the servers)."""
+        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``). ``dtype``: the
+        ``model.dtype`` name the run computes in; ``check_servers`` refuses a server whose
+        ``/model_info`` reports another (the compatible server reports its ``dtype``; a server
+        that reports none is not checked). ``latents`` is the trainer's layout, which returned
+        trajectories are unpacked and moved to; it may be set later (the loop loads the model
+        after checking the servers)."""
         if not urls:
             raise ValueError("no server URL: give at least one")
         self.servers = [_Server(url.rstrip("/")) for url in urls]
+        self.dtype = dtype
         self.server_concurrency = server_concurrency
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.egress = egress_policy() if egress is None else egress
@@ -101,28 +104,48 @@ class SGLangBackend:
 
     def check_servers(self, timeout: float = 10.0, startup_timeout: float = 0.0) -> None:
         """Ask every server's ``/health`` and ``/model_info``; raise ``RolloutServerError``
-        naming each one that does not answer, before any rollout work starts.
+        naming each one that does not answer, or that computes in another dtype than
+        ``dtype``, before any rollout work starts.
 
         A server that answers 503 is warming up (sglang answers so until its warm-up is
         done): it is asked again every ``POLL_SECONDS`` until ``startup_timeout`` has passed.
         One that cannot be reached fails at once.
         """
         deadline = time.monotonic() + startup_timeout
-        failures = []
+        failures: list[str] = []
+        mismatches: list[tuple[str, str]] = []
         for server in self.servers:
             try:
                 self._wait_ready(server, timeout, deadline)
                 info = json.loads(self._call(server, "GET", "/model_info", None, timeout))
-                if isinstance(info, dict):
-                    server.kind, server.dtype = info.get("server"), info.get("dtype")
             except (_Transient, RolloutServerError, ValueError) as error:
                 failures.append(f"{server.url} ({error})")
+                continue
+            info = info if isinstance(info, dict) else {}
+            server.kind = info.get("server")
+            reported = None if info.get("dtype") is None else _dtype_name(info["dtype"])
+            if self.dtype is not None and reported not in (None, self.dtype):
+                mismatches.append((server.url, str(reported)))
+        problems = []
         if failures:
-            raise RolloutServerError(
+            problems.append(
                 "rollout server(s) unreachable: " + "; ".join(failures)
                 + ": start them or fix rollout.server_urls (a warming-up server is waited on "
                 "for rollout.startup_timeout)"
             )  # fmt: skip
+        if mismatches:
+            # Samples from another dtype are not the policy's: their log-probs and the
+            # replay check would disagree with the trainer's on every step.
+            theirs = sorted({reported for _, reported in mismatches})
+            problems.append(
+                "rollout server(s) compute in another dtype than the run's "
+                f"{self.dtype} (model.dtype): "
+                + "; ".join(f"{url} in {reported}" for url, reported in mismatches)
+                + f": restart them with --dtype {self.dtype}, or set model.dtype="
+                + " or ".join(theirs)
+            )  # fmt: skip
+        if problems:
+            raise RolloutServerError(". ".join(problems))
 
     def _wait_ready(self, server: _Server, timeout: float, deadline: float) -> None:
         while True:
@@ -203,10 +226,11 @@ class SGLangBackend:
         return time.perf_counter() - started
 
     def replay_tolerance(self) -> ReplayTolerance:
-        """fp32 numerics for compatible servers computing in float32 (the trainer's); bf16
-        otherwise, as sglang's DiT computes by default."""
-        exact = all(s.kind == "groupwise" and s.dtype in (None, "float32") for s in self.servers)
-        return SAME_NUMERICS if exact else BF16_SERVER
+        """The trainer's own numerics for compatible servers (they run the trainer's model
+        code, in any dtype, on the same batches); bf16 kernels otherwise, as sglang's DiT
+        computes by default."""
+        same = all(server.kind == "groupwise" for server in self.servers)
+        return SAME_NUMERICS if same else BF16_SERVER
 
     def release_memory(self) -> float:
         """Have every live server free its GPU memory (sglang's ``/release_memory_occupation``:
@@ -316,6 +340,17 @@ class SGLangBackend:
         except (OSError, http.client.HTTPException) as error:
             # Reset, refused or cut off mid-answer: the server is gone.
             raise _Transient(f"connection lost on {path}: {error!r}", dead=True) from None
+
+
+#: How sglang's configs (``dit_precision``) and torch spell the model dtypes.
+_DTYPE_SPELLINGS = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32"}
+
+
+def _dtype_name(reported: Any) -> str:
+    """A reported dtype under its ``model.dtype`` name: ``torch.bfloat16`` and ``bf16`` are
+    ``bfloat16``."""
+    text = str(reported).removeprefix("torch.")
+    return _DTYPE_SPELLINGS.get(text, text)
 
 
 def _detail(error: urllib.error.HTTPError) -> str:

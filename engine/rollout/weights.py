@@ -63,7 +63,8 @@ def weights_checksum(module: torch.nn.Module) -> str:
 
 def save_weights(policy: Policy, folder: Path, *, write: bool = True) -> SavedWeights | None:
     """Write what a server needs to match ``policy``: its adapters, or for a full fine-tune
-    the whole transformer (full Qwen-Image weights are ~40 GB: prefer LoRA on real models).
+    the whole transformer (full Qwen-Image weights are ~40 GB: prefer LoRA on real models), in
+    the model's dtype.
 
     With the transformer sharded by FSDP every rank must call it: each parameter is gathered
     whole in turn, in the same order on every rank, and only the rank with ``write`` keeps it
@@ -71,13 +72,16 @@ def save_weights(policy: Policy, folder: Path, *, write: bool = True) -> SavedWe
     the others get None.
     """
     transformer = policy.model.transformer
+    # A server holds the model in its dtype: float32 master weights travel rounded to it (what
+    # the trainer's autocast computes with too), and the checksum is over what the server holds.
+    dtype = policy.model.dtype
     digest = hashlib.sha256()
     kept: dict[str, torch.Tensor] = {}
     for name, param in sorted(transformer.named_parameters(), key=lambda item: item[0]):
         whole = whole_tensor(param.detach())
         if not write:
             continue
-        whole = whole.cpu().contiguous()
+        whole = whole.cpu().to(dtype if whole.is_floating_point() else whole.dtype).contiguous()
         _hash(digest, name, whole)
         if policy.full or param.requires_grad:
             kept[name] = whole

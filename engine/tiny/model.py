@@ -64,19 +64,22 @@ class TinyModel(FlowModel):
         torch.nn.init.normal_(text_encoder.position_embedding.weight, std=0.1)
         return cls(transformer, text_encoder.requires_grad_(False), tiny_scheduler())
 
+    def text_encoders(self) -> list[torch.nn.Module]:
+        return [self.text_encoder]
+
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         ids, mask = self.tokenizer(texts)
         embeds, pooled = self.text_encoder(ids.to(self.device), mask.to(self.device))
         return {"prompt_embeds": embeds.to(self.dtype), "pooled": pooled.to(self.dtype)}
 
-    def velocity(
+    def _velocity(
         self,
         latents: torch.Tensor,
         sigma: torch.Tensor,
         conditioning: Conditioning,
         *,
-        guidance_scale: float = 1.0,
-        true_cfg_scale: float = 1.0,
+        guidance_scale: float,
+        true_cfg_scale: float,
     ) -> torch.Tensor:
         return sd3_velocity(self.transformer, latents, sigma, conditioning, guidance_scale)
 

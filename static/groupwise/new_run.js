@@ -8,6 +8,9 @@
   const state = document.getElementById("layout-state");
   const table = document.querySelector("#layout-table tbody");
   const problemsList = document.getElementById("layout-problems");
+  const memoryPanel = document.getElementById("memory-panel");
+  const memoryTotal = document.getElementById("memory-total");
+  const memoryTable = document.querySelector("#memory-table tbody");
   const SHOWN = [
     ["samples_per_rollout", "samples per rollout (P × G)"],
     ["requests_per_rollout", "requests per rollout"],
@@ -47,6 +50,8 @@
     }
     problemsList.replaceChildren();
     table.replaceChildren();
+    memoryTable.replaceChildren();
+    memoryPanel.hidden = true;
     if (answer.valid) {
       state.textContent = "Valid recipe.";
       for (const [key, label] of SHOWN) {
@@ -59,6 +64,7 @@
         tr.append(th, td);
         table.append(tr);
       }
+      renderMemory(answer.layout.memory);
       return;
     }
     state.textContent = answer.problems.length + " problem(s):";
@@ -74,6 +80,32 @@
         msg.textContent = problem.message;
         box.append(msg);
       }
+    }
+  }
+
+  // One row per item of the memory plan: its GB and a bar scaled to the GPU's memory.
+  function renderMemory(plan) {
+    memoryPanel.hidden = false;
+    memoryTotal.textContent = plan.total_gb.toFixed(1) + " of " + plan.gpu_memory_gb + " GB (peak while " +
+      plan.peak_while + "; " + plan.architecture + ")";
+    memoryTotal.classList.toggle("memory-over", !plan.fits);
+    for (const item of plan.items) {
+      const tr = document.createElement("tr");
+      tr.dataset.item = item.name;
+      if (!item.counted) tr.className = "other-phase";
+      tr.title = item.note;
+      const th = document.createElement("th");
+      th.textContent = item.name;
+      const gb = document.createElement("td");
+      gb.className = "gb";
+      gb.textContent = item.gb.toFixed(1) + " GB";
+      const cell = document.createElement("td");
+      const bar = document.createElement("div");
+      bar.className = "membar";
+      bar.style.width = Math.min(100, (100 * item.gb) / plan.gpu_memory_gb) + "%";
+      cell.append(bar);
+      tr.append(th, gb, cell);
+      memoryTable.append(tr);
     }
   }
 

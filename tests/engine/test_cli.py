@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +24,11 @@ def engine(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_a_preset_and_a_file(tmp_path: Path) -> None:
-    assert engine("validate", "--preset", "tiny-color").stdout.strip() == "valid"
+    lines = engine("validate", "--preset", "tiny-color").stdout.splitlines()
+    assert lines[0] == "valid"
+    # Then the memory plan: its total, and one line per item with its bar.
+    assert lines[2].startswith("memory per GPU: ") and "of 80 GB (fits; peak while" in lines[2]
+    assert [line.split()[0] for line in lines[3:6]] == ["DiT", "text", "VAE"]
     recipe = tmp_path / "r.toml"
     Recipe().save(recipe)
     assert engine("validate", str(recipe)).returncode == 0
@@ -56,11 +62,42 @@ def test_bad_arguments_and_files(tmp_path: Path) -> None:
 def test_layout_table() -> None:
     result = engine("layout", "--preset", "ocr-qwen-image-2gpu")
     assert result.returncode == 0
-    rows = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    table, memory = result.stdout.split("\n\n")
+    rows = dict(line.split(None, 1) for line in table.splitlines())
     # P=16 prompts x G=16 samples; M=16 -> one request per prompt; 2 optimizer steps.
     assert rows["samples_per_rollout"] == "256"
     assert rows["requests_per_rollout"] == "16"
     assert rows["optimizer_steps_per_rollout"] == "2"
+    lines = memory.splitlines()
+    assert lines[0].startswith("memory per GPU: ")
+    assert "of 80 GB (fits; peak while generating; qwen-image from Qwen/Qwen-Image)" in lines[0]
+    # Items outside the peak phase are marked "-"; the DiT's line has a bar of 21.8 / 80 x 40.
+    marked = {line[2:].split("  ")[0].strip(): line[0] for line in lines[1:]}
+    assert marked["training activations"] == "-"
+    assert marked["text encoders"] == marked["rollout activations"] == marked["DiT weights"] == " "
+    dit = next(line for line in lines if line.startswith("  DiT weights"))
+    assert " 21.8 GB  " + "#" * 11 + " " in dit
+
+
+def test_layout_json_holds_the_memory_plan() -> None:
+    import json
+
+    result = engine("layout", "--preset", "ocr-qwen-image-2gpu", "--json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    assert report["samples_per_rollout"] == 256
+    memory = report["memory"]
+    names = [item["name"] for item in memory["items"]]
+    assert names == [
+        "DiT weights", "text encoders", "VAE", "trainable weights", "gradients",
+        "optimizer state", "reference model", "rollout store", "rollout activations",
+        "training activations", "headroom",
+    ]  # fmt: skip
+    counted = sum(item["gb"] for item in memory["items"] if item["counted"])
+    assert memory["total_gb"] == pytest.approx(counted, abs=0.05)
+    assert memory["fits"] is True and memory["gpu_memory_gb"] == 80.0
+    encoders = memory["items"][1]
+    assert (encoders["phase"], encoders["counted"]) == ("rollout", True)
 
 
 def test_train_writes_events_images_and_checkpoints_then_resumes(tmp_path: Path) -> None:

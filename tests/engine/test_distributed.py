@@ -90,13 +90,14 @@ def _full(value: torch.Tensor) -> torch.Tensor:
 
 
 def _policy(
-    target: str, context: DistContext | None, device: str, fsdp: bool
+    target: str, context: DistContext | None, device: str, fsdp: bool, dtype: str = "float32"
 ) -> tuple[Policy, Trainer, DistContext | None]:
     world = 1 if context is None else context.world_size
     recipe = apply_overrides(
-        PRESETS["tiny-color"].recipe, {**SMALL, **TARGETS[target], "num_gpus": world}
+        PRESETS["tiny-color"].recipe,
+        {**SMALL, **TARGETS[target], "num_gpus": world, "model.dtype": dtype},
     )
-    model = load_model("tiny", None, device=device)
+    model = load_model("tiny", None, device=device, dtype=getattr(torch, dtype))
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
@@ -106,11 +107,15 @@ def _policy(
 
 
 def train_once(
-    target: str, context: DistContext | None, device: str = "cpu", fsdp: bool = False
+    target: str,
+    context: DistContext | None,
+    device: str = "cpu",
+    fsdp: bool = False,
+    dtype: str = "float32",
 ) -> Update:
     """The tiny model trained on one rollout, in this process or as one rank of ``context``
-    (its transformer sharded by FSDP when ``fsdp``)."""
-    policy, trainer, context = _policy(target, context, device, fsdp)
+    (its transformer sharded by FSDP when ``fsdp``), in ``dtype``."""
+    policy, trainer, context = _policy(target, context, device, fsdp, dtype)
     recipe, model = trainer.recipe, policy.model
     prompts = list(recipe.data.prompts[: recipe.layout.rollout_batch_size])
     backend = InProcessBackend(model)
@@ -125,7 +130,7 @@ def train_once(
     weights, optimizer = full_state(policy, trainer.optimizer)
     reloaded = None
     if context is not None and context.fsdp:
-        fresh, fresh_trainer, _context = _policy(target, context, device, fsdp)
+        fresh, fresh_trainer, _context = _policy(target, context, device, fsdp, dtype)
         load_full_state(fresh, fresh_trainer.optimizer, weights, optimizer)
         reloaded = full_state(fresh, fresh_trainer.optimizer)
     return Update(
@@ -349,3 +354,37 @@ def test_fsdp_on_two_gpus_takes_the_single_gpu_step(target: str) -> None:
 
 def _fsdp_rank(context: DistContext, target: str) -> Update:
     return train_once(target, context, device=f"cuda:{context.local_rank}", fsdp=True)
+
+
+def _bf16_rank(context: DistContext) -> dict[str, Any]:
+    """A bf16 full fine-tune with KL, its transformer and reference sharded over the group."""
+    policy, _trainer, sharded = _policy("full", context, "cpu", True, dtype="bfloat16")
+    reference = policy.reference_module
+    assert reference is not None and sharded is not None
+    update = train_once("full", context, fsdp=True, dtype="bfloat16")
+    return {
+        "reference": {(type(p).__name__, p.dtype) for p in reference.parameters()},
+        "masters": {(type(p).__name__, p.dtype) for p in policy.parameters},
+        "update": update,
+    }
+
+
+def test_fsdp_shards_a_bf16_reference_and_keeps_float32_master_shards() -> None:
+    ranks = launch(2, _bf16_rank, timeout=300)
+    alone = train_once("full", None, dtype="bfloat16")
+    for rank in ranks:
+        # The frozen reference is sharded in the model dtype, the masters in float32.
+        assert rank["reference"] == {("DTensor", torch.bfloat16)}
+        assert rank["masters"] == {("DTensor", torch.float32)}
+        update: Update = rank["update"]
+        assert update.replay.max_ratio_deviation < 1e-5
+        # The KL to the sharded reference is live (0 at the start, then not) and the step is
+        # one process's, up to bf16: FSDP computes with the whole units gathered in bf16, one
+        # process with autocast's per-op casts of the same float32 weights.
+        assert update.metrics[0].kl == 0 and update.metrics[1].kl > 0
+        for mine, reference in zip(update.metrics, alone.metrics, strict=True):
+            assert mine.kl == pytest.approx(reference.kl, rel=0.05)
+            assert mine.grad_norm == pytest.approx(reference.grad_norm, rel=0.05)
+        for name, weight in alone.weights.items():
+            assert update.weights[name].dtype == torch.float32
+            torch.testing.assert_close(update.weights[name], weight, atol=5e-3, rtol=0)

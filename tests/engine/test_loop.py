@@ -9,8 +9,10 @@ import torch
 
 from engine import events
 from engine.loop import run
+from engine.models.base import FlowModel
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from engine.trainer import Trainer
 from tests.engine.recording import Recorder, weights
 
 SMALL = {
@@ -124,3 +126,44 @@ def test_a_corrupt_checkpoint_is_a_clear_failure(tmp_path: Path) -> None:
     ended = run(recipe(), Recorder(), out_dir=tmp_path)
     assert ended.status == "failed"
     assert "corrupt: model.safetensors" in (ended.error or "")
+
+
+def test_text_encoders_leave_between_encoding_and_training(tmp_path: Path, monkeypatch) -> None:
+    order: list[str] = []
+    encode, offload = FlowModel.encode_prompts, FlowModel.offload_text_encoders
+    train_rollout = Trainer.train_rollout
+
+    def spy(name: str, method):
+        def call(*args, **kwargs):
+            order.append(name)
+            return method(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(FlowModel, "encode_prompts", spy("encode", encode))
+    monkeypatch.setattr(FlowModel, "offload_text_encoders", spy("offload", offload))
+    monkeypatch.setattr(Trainer, "train_rollout", spy("train", train_rollout))
+    changes = {"max_steps": 2, "eval_every": 0, "checkpoint_every": 0}
+    ended = run(recipe(**changes, offload_text_encoders="cpu"), Recorder(), out_dir=tmp_path / "a")
+    assert ended.status == "finished"
+    # Per rollout: 2 requests encode their prompt, the trainer encodes each prompt once more,
+    # then the encoders leave, then the update; the final evaluation's 4 prompts bring them back.
+    assert order == (["encode"] * 4 + ["offload", "train"]) * 2 + ["encode"] * 4
+    order.clear()
+    # The tiny model's default ("none"): they stay.
+    assert run(recipe(**changes), Recorder(), out_dir=tmp_path / "b").status == "finished"
+    assert order == (["encode"] * 4 + ["train"]) * 2 + ["encode"] * 4
+
+
+def test_a_bfloat16_run_checkpoints_float32_master_weights(tmp_path: Path) -> None:
+    changes = {"max_steps": 1, "eval_every": 1, "checkpoint_every": 1}
+    seen = Recorder()
+    ended = run(recipe(**changes, **{"model.dtype": "bfloat16"}), seen, out_dir=tmp_path)
+    assert ended.status == "finished", ended.error
+    saved = weights(tmp_path, 1)
+    assert saved and {value.dtype for value in saved.values()} == {torch.float32}
+    # The health check's replay: the trainer recomputed the rollout's bf16 log-probs within
+    # 1e-5 (REPLAY_PASS) of a ratio of 1.
+    (health,) = seen.of(events.Health)
+    (replay,) = [check for check in health.checks if check.name == "replay"]
+    assert replay.status == "pass" and replay.value is not None and replay.value <= 1e-5

@@ -10,6 +10,7 @@ import torch
 from engine.models.loading import load_model
 from engine.overrides import apply_overrides
 from engine.policy import Policy
+from engine.precision import resolved_dtype
 from engine.presets import PRESETS
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
@@ -36,7 +37,7 @@ def _rollout(overrides: dict[str, object]):
         "micro_batch_size_sample": 4,
     }
     recipe = apply_overrides(PRESETS["tiny-color"].recipe, {**small, **overrides})
-    model = load_model("tiny", None)
+    model = load_model("tiny", None, dtype=resolved_dtype(recipe, "cpu"))
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed
     )
@@ -51,10 +52,14 @@ def _rollout(overrides: dict[str, object]):
     return trainer, results, conditionings, advantages
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("target", ["full", "attn"])
-def test_first_update_replays_the_rollout_exactly(target: str) -> None:
+def test_first_update_replays_the_rollout_exactly(target: str, dtype: str) -> None:
+    # In bf16 too: the rollout and the replay run the same autocast forward on the same batches
+    # and the SDE's log-probs are float32 of the same bf16 samples.
     trainer, results, conditionings, advantages = _rollout(
         {
+            "model.dtype": dtype,
             "lora_target": target,
             "rollout_batch_size": 2,
             "num_steps_per_rollout": 2,
@@ -89,3 +94,42 @@ def test_a_tile_smaller_than_the_microgroup_reports_its_replay_deviation() -> No
     )
     replay, _metrics = trainer.train_rollout(results, conditionings, advantages)
     assert replay.finite and replay.max_ratio_deviation < 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+@pytest.mark.parametrize("target", ["full", "attn"])
+def test_updates_keep_float32_master_weights_and_adamw_state(target: str, dtype: str) -> None:
+    trainer, results, conditionings, advantages = _rollout(
+        {"model.dtype": dtype, "lora_target": target, "rollout_batch_size": 1}
+    )
+    params = trainer.policy.parameters
+    before = [p.detach().clone() for p in params]
+    trainer.train_rollout(results, conditionings, advantages)
+    assert all(p.dtype == torch.float32 for p in params)
+    # lr 1e-3: Adam's first step moves a weight by up to ~lr, kept whole in float32 (a bf16
+    # weight of size 1 could only move in steps of 2^-8 = 4e-3).
+    moved = [(p - b).abs().max().item() for p, b in zip(params, before, strict=True)]
+    assert max(moved) > 1e-4
+    state = trainer.optimizer.state_dict()
+    moments = [entry[key] for entry in state["state"].values() for key in ("exp_avg", "exp_avg_sq")]
+    assert len(moments) == 2 * len(params)
+    assert {m.dtype for m in moments} == {torch.float32}
+    frozen = {p.dtype for p in trainer.policy.model.transformer.parameters() if not p.requires_grad}
+    assert frozen == (set() if target == "full" else {getattr(torch, dtype)})
+    # float16 scales the loss (its range would flush small gradients), and the scale rides in
+    # the optimizer's state dict, so a checkpoint and a resume carry it.
+    assert ("grad_scaler" in state) == (dtype == "float16")
+
+
+def test_a_resumed_optimizer_continues_the_float16_loss_scale() -> None:
+    trainer, results, conditionings, advantages = _rollout(
+        {"model.dtype": "float16", "rollout_batch_size": 1}
+    )
+    trainer.train_rollout(results, conditionings, advantages)
+    # A scale unlike the 65536 a fresh scaler starts at, to see it travel.
+    trainer.scaler.update(1024.0)
+    saved = trainer.optimizer.state_dict()
+    fresh, *_ = _rollout({"model.dtype": "float16", "rollout_batch_size": 1})
+    fresh.optimizer.load_state_dict(saved)
+    assert fresh.scaler.get_scale() == 1024.0
+    assert fresh.optimizer.state_dict()["grad_scaler"] == saved["grad_scaler"]

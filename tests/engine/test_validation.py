@@ -37,6 +37,24 @@ INVALID = [
         "model.lora_target",
         "lora_target='mlp' is unknown: use attn, attn+mlp or full",
     ),
+    (
+        {"model.dtype": "bf16"},
+        "model.dtype",
+        "dtype='bf16' is unknown: use bfloat16, float16 or float32, or leave it empty (bfloat16 "
+        "for real models on a GPU, float32 for the tiny model and on the CPU)",
+    ),
+    (
+        {"model.dtype": "float16", "num_gpus": 2},
+        "model.dtype",
+        "dtype='float16' needs loss scaling, whose overflow check runs per rank, and fsdp ranks "
+        "hold different gradient shards (num_gpus=2): use bfloat16, or set fsdp=false",
+    ),
+    (
+        {"offload_text_encoders": "disk"},
+        "model.offload_text_encoders",
+        "offload_text_encoders='disk' is unknown: use cpu or none, or leave it empty (cpu for "
+        "qwen-image, none otherwise)",
+    ),
     # data
     (
         {"prompts": []},
@@ -363,6 +381,10 @@ VALID = [
     {"family": "qwen-image", "height": 512, "width": 512, "true_cfg_scale": 4.0},
     {"lora_target": "full", "lora_rank": 1, "lora_alpha": 0.5},
     {"lora_target": "attn+mlp"},
+    {"model.dtype": "bfloat16", "offload_text_encoders": "cpu", "gradient_checkpointing": True},
+    {"model.dtype": "float16", "offload_text_encoders": "none", "gradient_checkpointing": False},
+    {"model.dtype": "float16", "num_gpus": 2, "fsdp": False},
+    {"model.dtype": "bfloat16", "num_gpus": 2},
     {"prompts": [], "dataset": "dataset/ocr"},
     {"rewards": [{"name": "color", "weight": 0.0}, {"name": "color_pixel", "weight": 1.0}]},
     {"rewards": [{"name": "ocr", "path": "/weights/ocr"}], "prompts": ['a sign that says "open"']},

@@ -7,6 +7,15 @@ from typing import Any
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> None:
+    """Rate-limit counters live in the cache, keyed by user id; ids repeat from test to test as
+    each test's database is rolled back, so every test starts with empty counters."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def owner(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user("owner", password="owner-pass-123")

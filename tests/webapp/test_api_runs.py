@@ -143,11 +143,43 @@ def test_validate_and_layout_of_a_valid_recipe(owner: Any) -> None:
     assert bad.status_code == 400
 
 
+def test_the_layout_answers_hold_the_memory_plan(owner: Any) -> None:
+    client = client_for(owner)
+    body = {"preset": "ocr-qwen-image-2gpu"}
+    memory = post(client, "/api/recipes/layout/", body).json()["memory"]
+    validated = post(client, "/api/recipes/validate/", body).json()["layout"]["memory"]
+    assert memory == validated
+    assert memory["fits"] is True and memory["gpu_memory_gb"] == 80.0
+    assert (memory["peak_phase"], memory["peak_while"]) == ("rollout", "generating")
+    items = {item["name"]: item for item in memory["items"]}
+    # 20.43 B bf16 weights over 2 FSDP ranks plus two gathered blocks of 339.8 M: 21.79 GB.
+    assert items["DiT weights"]["gb"] == 21.79
+    assert items["text encoders"]["phase"] == "rollout"
+    counted = sum(item["gb"] for item in memory["items"] if item["counted"])
+    assert memory["total_gb"] == pytest.approx(counted, abs=0.05)
+
+
+def test_an_oversize_recipe_is_refused_with_the_fixes(owner: Any) -> None:
+    client = client_for(owner)
+    body = {
+        "preset": "ocr-qwen-image-2gpu",
+        "overrides": {"gradient_checkpointing": False, "num_gpus": 1, "gpu_memory_gb": 40},
+    }
+    answer = post(client, "/api/recipes/validate/", body).json()
+    assert answer["valid"] is False
+    (problem,) = answer["problems"]
+    assert problem["field"] == "layout.gpu_memory_gb"
+    assert "to fit, in order of cost: layout.gradient_checkpointing true (-" in problem["message"]
+    assert post(client, "/api/recipes/layout/", body).status_code == 400
+
+
 def test_presets_list(owner: Any) -> None:
     presets = {p["name"]: p for p in client_for(owner).get("/api/presets/").json()}
     assert "tiny-color" in presets and "ocr-qwen-image-2gpu" in presets
     # ocr-qwen-image-2gpu: P=16, G=16 -> 256 samples per rollout.
     assert presets["ocr-qwen-image-2gpu"]["layout"]["samples_per_rollout"] == 256
+    # Every preset fits the 80 GB GPU it names.
+    assert all(p["layout"]["memory"]["fits"] for p in presets.values())
 
 
 def test_list_shows_own_runs_staff_all_and_filters(owner: Any, other: Any, staff: Any) -> None:

@@ -30,6 +30,13 @@ def test_launch_watch_cancel_and_browse(tmp_path: Path) -> None:
 
         page.goto(f"{dashboard.base}/runs/new/?preset=tiny-color")
         expect(page.locator("#layout-state")).to_have_text("Valid recipe.")
+        # The memory plan per GPU: the total against gpu_memory_gb, a row and a bar per item.
+        expect(page.locator("#memory-total")).to_contain_text("of 80 GB")
+        expect(page.locator("#memory-table tr")).to_have_count(11)
+        expect(page.locator("#memory-table tr[data-item='headroom'] .membar")).to_be_visible()
+        expect(page.locator("#memory-table tr[data-item='rollout activations']")).to_have_class(
+            "other-phase"
+        )
         page.fill("#id_layout__diffusion_microgroup_size", "3")
         expect(page.locator("#layout-problems")).to_contain_text("use 1, 2, 4 or 8")
         page.fill("#id_layout__diffusion_microgroup_size", "4")

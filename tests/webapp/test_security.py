@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -281,7 +280,6 @@ def test_query_numbers_past_the_database_are_field_errors(owner: Any, url: str) 
 
 def test_validate_and_layout_share_the_recipe_check_limit(owner: Any, settings: Any) -> None:
     settings.GROUPWISE_RECIPE_CHECK_LIMIT = Rate(3, 60, "3/minute")
-    cache.clear()
     client = client_for(owner)
     body = {"preset": "tiny-color"}
     assert post(client, "/api/recipes/validate/", body).status_code == 200
@@ -293,7 +291,6 @@ def test_validate_and_layout_share_the_recipe_check_limit(owner: Any, settings: 
     # Another user has a budget of their own.
     other = client_for(type(owner).objects.create_user("third", password="third-pass-123"))
     assert post(other, "/api/recipes/validate/", body).status_code == 200
-    cache.clear()
 
 
 # --- 4. Text UTF-8 cannot store, and absurd nesting, stop at the boundary -------------------

@@ -20,6 +20,7 @@ from typing import Any
 from celery import signals
 from django.conf import settings
 from django.db import close_old_connections
+from django.dispatch import Signal
 from django.utils import timezone
 
 from webapp.core.models import WorkerHeartbeat
@@ -28,6 +29,12 @@ logger = logging.getLogger(__name__)
 
 stop_requested = threading.Event()
 """Set when this worker process has been asked to shut down."""
+
+
+#: Sent whenever a process has just looked at worker liveness (a worker starting or beating, a
+#: health check), so that the apps holding dead workers' work recover it: the runs app connects
+#: its orphan recovery (``webapp.runs.recovery``) in its ``ready``. Core knows no feature app.
+liveness_checked = Signal()
 
 
 class HeartbeatThread(threading.Thread):
@@ -68,7 +75,7 @@ class HeartbeatThread(threading.Thread):
         while not self._stopped.wait(settings.WORKER_HEARTBEAT_SECONDS):
             try:
                 self.beat()
-                _interrupt_orphans()
+                liveness_checked.send(sender=HeartbeatThread)
             except Exception:
                 # A busy or restarting database must not kill the worker: the next beat retries,
                 # and a long gap simply shows the worker as not live.
@@ -103,16 +110,9 @@ def _start_heartbeat(sender: Any, **_: Any) -> None:
     queues = sorted(sender.app.amqp.queues.consume_from)
     _thread = HeartbeatThread(sender.hostname, queues)
     _thread.beat()
-    _interrupt_orphans()
+    liveness_checked.send(sender=HeartbeatThread)
     _thread.start()
     logger.info("heartbeat started for %s on queues %s", sender.hostname, ",".join(queues))
-
-
-def _interrupt_orphans() -> None:
-    # Any live worker notices runs whose worker died (webapp.runs.recovery).
-    from webapp.runs.recovery import interrupt_orphaned_runs
-
-    interrupt_orphaned_runs()
 
 
 @signals.worker_shutting_down.connect

@@ -16,6 +16,7 @@ from django.db import connection
 from django.utils import timezone
 
 from webapp.celery import app as celery_app
+from webapp.core import heartbeat
 from webapp.core.models import WorkerHeartbeat
 
 CHECK_TIMEOUT_SECONDS = 2
@@ -61,10 +62,8 @@ def check_broker() -> Check:
 
 
 def check_workers() -> Check:
-    from webapp.runs.recovery import interrupt_orphaned_runs
-
     # The web process notices dead workers' runs too, whenever someone looks at the health.
-    interrupt_orphaned_runs()
+    heartbeat.liveness_checked.send(sender=check_workers)
     live = list(WorkerHeartbeat.objects.live())
     details = {
         "live": len(live),

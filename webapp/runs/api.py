@@ -500,12 +500,14 @@ def presets(request: Request) -> Response:
 
 
 @extend_schema(
-    request=RecipeRequestSerializer, responses={200: ValidationSerializer, 429: TOO_MANY_CHECKS}
+    request=RecipeRequestSerializer,
+    responses={200: ValidationSerializer, 400: INVALID, 429: TOO_MANY_CHECKS},
 )
 @api_view(["POST"])
 @throttle_classes([RecipeCheckThrottle])
 def validate_recipe(request: Request) -> Response:
-    """Always 200: ``valid``, every problem with its field, and the layout when valid."""
+    """200 for any recipe: ``valid``, every problem with its field, and the layout when valid;
+    400 only for a body that is not a JSON request at all (malformed, too deep, not UTF-8)."""
     body = RecipeRequestSerializer(data=request.data)
     if body.is_valid():
         recipe = body.validated_data["built"]

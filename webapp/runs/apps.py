@@ -6,3 +6,10 @@ class RunsConfig(AppConfig):
 
     name = "webapp.runs"
     label = "runs"
+
+    def ready(self) -> None:
+        from webapp.core.heartbeat import liveness_checked
+        from webapp.runs.recovery import on_liveness_checked
+
+        # Whenever a worker beats or someone checks health, runs of dead workers are recovered.
+        liveness_checked.connect(on_liveness_checked, dispatch_uid="runs.recovery")

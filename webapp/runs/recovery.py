@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -57,3 +58,8 @@ def interrupt_orphaned_runs(now: datetime | None = None) -> list[int]:
         for run in Run.objects.filter(pk__in=interrupted):
             resume_run(run)
     return interrupted
+
+
+def on_liveness_checked(sender: Any, **kwargs: Any) -> None:
+    """``webapp.core.heartbeat.liveness_checked`` receiver: recover dead workers' runs."""
+    interrupt_orphaned_runs()

@@ -253,7 +253,9 @@ class PresetSerializer(serializers.Serializer):
     description = serializers.CharField()
     source = serializers.CharField()
     recipe = serializers.DictField(help_text="The preset's whole recipe.")
-    layout = serializers.DictField(help_text="The derived layout of its first rollout.")
+    layout = serializers.DictField(
+        help_text="The derived layout of its first rollout, with the memory plan under memory."
+    )
 
 
 class EventPageSerializer(serializers.Serializer):
@@ -270,4 +272,7 @@ class ValidationSerializer(serializers.Serializer):
     valid = serializers.BooleanField()
     problems = ProblemSerializer(many=True)
     recipe = serializers.DictField(required=False, help_text="The validated recipe, when valid.")
-    layout = serializers.DictField(required=False, help_text="Its derived layout, when valid.")
+    layout = serializers.DictField(
+        required=False,
+        help_text="Its derived layout, with the memory plan per GPU under memory, when valid.",
+    )

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from engine import egress
-from engine.layout import layout
+from engine.layout import layout_report
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
@@ -68,8 +68,9 @@ def build_recipe(*, preset: str | None = None, recipe: Any = None, overrides: An
 
 
 def layout_dict(recipe: Recipe) -> dict[str, Any]:
-    """The derived numbers a user checks before launching (seeds of the first rollout)."""
-    return layout(recipe).to_dict()
+    """The derived numbers a user checks before launching (seeds of the first rollout), with
+    the memory plan per GPU under ``memory``."""
+    return layout_report(recipe)
 
 
 def create_run(

@@ -3,10 +3,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from engine.models import ModelLoadError, load_model, resolve_model_dir
 from engine.tiny.model import TinyModel
 from engine.tiny.weights import BUILTIN_DIR
+from tests.engine.models import tiny_pipelines
 
 
 def test_model_path_wins_over_the_model_dir(tmp_path):
@@ -55,3 +57,41 @@ def test_an_unsupported_pipeline_lists_the_supported_ones(tmp_path):
 def test_an_unknown_family_is_refused():
     with pytest.raises(ModelLoadError, match=r"model\.family='sd4'"):
         load_model("sd4", None)
+
+
+def _components(model) -> dict[str, torch.nn.Module]:
+    """Every weight-holding component a family loads: the DiT, its text encoders, its VAE."""
+    found = {"transformer": model.transformer}
+    found.update({f"text_encoder[{i}]": e for i, e in enumerate(model.text_encoders())})
+    vae = getattr(getattr(model, "pipeline", None), "vae", None)
+    if vae is not None:
+        found["vae"] = vae
+    return found
+
+
+@pytest.mark.parametrize("family", ["tiny", "sd3", "flux", "qwen-image"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_every_component_loads_in_the_model_dtype(tmp_path, family, dtype):
+    save = {
+        "sd3": tiny_pipelines.save_sd3,
+        "flux": tiny_pipelines.save_flux,
+        "qwen-image": tiny_pipelines.save_qwen_image,
+    }
+    directory = save[family](tmp_path / family) if family in save else None
+    model = load_model(family, directory, dtype=dtype)
+    components = _components(model)
+    # tiny: DiT + its encoder; sd3: DiT, CLIP-L, CLIP-G, T5, VAE; flux: DiT, CLIP, T5, VAE;
+    # qwen-image: DiT, Qwen2.5-VL, VAE.
+    assert len(components) == {"tiny": 2, "sd3": 5, "flux": 4, "qwen-image": 3}[family]
+    for name, module in components.items():
+        # transformers keeps the layers a class names in float32 when loading in float16 (T5's
+        # ``wo``, whose activations overflow float16's range); every other weight is in dtype.
+        kept = getattr(module, "_keep_in_fp32_modules", None) or []
+        for param_name, param in module.named_parameters():
+            wanted = (
+                torch.float32
+                if dtype == torch.float16 and any(k in param_name.split(".") for k in kept)
+                else dtype
+            )
+            assert param.dtype == wanted, (name, param_name, param.dtype)
+    assert model.dtype == dtype

@@ -8,13 +8,14 @@ import urllib.request
 from contextlib import ExitStack
 
 import pytest
+import torch
 
 from engine.egress import EgressPolicy
 from engine.overrides import apply_overrides
 from engine.recipe import Recipe
 from engine.rollout.colocated import ColocatedServer, ServerStartError
 from engine.rollout.launch import SERVER_COMMAND_SETTING, remote_backend, server_command
-from engine.rollout.sglang import SGLangBackend
+from engine.rollout.sglang import RolloutServerError, SGLangBackend
 
 PYTHON = shlex.quote(sys.executable)
 
@@ -32,6 +33,20 @@ def test_starts_the_compatible_server_waits_for_health_and_stops_it(tmp_path):
         process = server.process
         assert process is not None and process.poll() is None
     assert process.poll() is not None
+
+
+def test_a_server_in_another_dtype_than_the_run_is_refused_at_start_up(tmp_path):
+    server = ColocatedServer(
+        f"{PYTHON} -m engine serve-rollout --dtype bfloat16", "tiny", log_path=tmp_path / "log"
+    )
+    with server:
+        SGLangBackend([server.url], dtype="bfloat16").check_servers()
+        with pytest.raises(
+            RolloutServerError,
+            match=rf"another dtype than the run's float32 \(model.dtype\): {server.url} in "
+            r"bfloat16: restart them with --dtype float32, or set model.dtype=bfloat16",
+        ):
+            SGLangBackend([server.url], dtype="float32").check_servers()
 
 
 def test_a_server_that_exits_at_start_up_is_reported_with_its_output(tmp_path):
@@ -58,7 +73,7 @@ def test_the_command_is_the_hosts_and_the_server_is_on_its_loopback(tmp_path, mo
     monkeypatch.setenv("GROUPWISE_EGRESS_ALLOW", "")
     recipe = apply_overrides(Recipe(), {"backend": "sglang", "launch": "colocated"})
     with ExitStack() as resources:
-        backend = remote_backend(recipe, None, tmp_path, resources)
+        backend = remote_backend(recipe, None, tmp_path, resources, torch.float32)
         assert backend.egress == EgressPolicy.loopback()
         (server,) = backend.servers
         assert server.kind == "groupwise"

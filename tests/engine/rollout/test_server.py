@@ -78,6 +78,8 @@ def test_health_model_info_and_checksum(server_url, tiny_model):
     assert _get(server_url + "/health") == {"status": "ok"}
     info = _get(server_url + "/model_info")
     assert info["server"] == "groupwise" and info["family"] == "tiny"
+    # Started without --dtype on a CPU: float32, as an empty model.dtype resolves there.
+    assert info["dtype"] == "float32"
     status, answer = _post(server_url + "/get_weights_checksum", b"{}")
     assert status == 200
     assert json.loads(answer) == {"transformer": weights_checksum(tiny_model.transformer)}

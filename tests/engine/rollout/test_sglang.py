@@ -26,7 +26,9 @@ from engine.presets import PRESETS
 from engine.ranks import train
 from engine.recipe import ModelConfig
 from engine.rollout import InProcessBackend, RolloutRequest
+from engine.rollout.latents import LatentLayout
 from engine.rollout.protocol import pack
+from engine.rollout.server import RolloutService, make_server
 from engine.rollout.sglang import RolloutServerError, SGLangBackend
 from engine.rollout.weights import save_weights
 
@@ -175,6 +177,61 @@ def test_weight_sync_gives_the_server_the_trainers_model(
     trainer = InProcessBackend(model).generate(request)
     assert not np.array_equal(before.images, trainer.images)
     _assert_same(after, trainer)
+
+
+@pytest.fixture
+def bf16_server_url() -> Iterator[str]:
+    """A compatible server on a thread of this process, serving the tiny model in bf16."""
+    service = RolloutService(load_model("tiny", None, dtype=torch.bfloat16), "tiny", "tiny")
+    server = make_server(service, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("target", ["attn", "full"])
+def test_bf16_weight_sync_gives_the_server_the_trainers_samples(bf16_server_url, tmp_path, target):
+    # The trainer keeps float32 master weights; the server holds them rounded to bf16, which is
+    # what the trainer's autocast computes with: the same samples, bit for bit, and the
+    # checksum the sync verifies is over the bf16 weights.
+    model = load_model("tiny", None, dtype=torch.bfloat16)
+    policy = Policy(model, ModelConfig(lora_target=target), keep_reference=False, seed=3)
+    with torch.no_grad():
+        for parameter in policy.parameters:
+            parameter.add_(
+                torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)) * 0.05
+            )
+    # Trajectories arrive in float32, as sglang sends them; the layout puts them in the
+    # trainer's bf16 (exactly: they were bf16 values).
+    backend = SGLangBackend([bf16_server_url], dtype="bfloat16", latents=LatentLayout.of(model))
+    backend.check_servers()
+    saved = save_weights(policy, tmp_path / "sync")
+    assert {t.dtype for t in _synced(saved.path).values()} == {torch.bfloat16}
+    backend.sync_weights(saved)
+    request = _requests(1)[0]
+    after, trainer = backend.generate(request), InProcessBackend(model).generate(request)
+    assert after.latents.dtype == torch.bfloat16
+    assert np.array_equal(after.images, trainer.images)
+    assert torch.equal(after.log_probs, trainer.log_probs)
+    assert torch.equal(after.latents, trainer.latents)
+
+
+def test_a_run_refuses_servers_in_another_dtype_before_the_model_loads(server_url, tmp_path):
+    recipe = apply_overrides(
+        PRESETS["tiny-color"].recipe,
+        {
+            "model.dtype": "bfloat16",
+            "rollout.backend": "sglang",
+            "rollout.server_urls": [server_url],
+        },
+    )
+    seen: list = []
+    ended = run(recipe, seen.append, out_dir=tmp_path)
+    assert ended.status == "failed"
+    assert f"{server_url} in float32: restart them with --dtype bfloat16" in (ended.error or "")
+    assert not any(isinstance(e, events.RunStarted) for e in seen)
 
 
 def test_a_short_run_trains_through_the_server_and_reports_weight_sync(
