@@ -36,7 +36,9 @@ or the LLM runtime (``sglang.srt.layers`` -> ``tvm_ffi``, IPython, sentencepiece
   are entered as bare packages, their modules loaded one by one;
 - ``runtime/server_args``: the server's settings object (every pipeline config behind it);
 - ``runtime/scheduler_client``: the ZMQ client of the scheduler process, replaced by a call into
-  ``server.HarnessScheduler`` in this process;
+  ``server.HarnessScheduler`` in this process, which reproduces ``managers/scheduler.py``'s
+  dispatch (one request at a time, the sleeping checks, exceptions answered as
+  ``OutputBatch(error=...)``) around the real weight handlers;
 - ``runtime/pipelines_core/schedule_batch``: ``Req`` and ``OutputBatch`` (their module imports
   the tracing and metrics stack); the stand-ins carry the fields the code above reads;
 - ``entrypoints/openai/utils.build_sampling_params`` and ``entrypoints/utils.prepare_request``:
