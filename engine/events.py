@@ -222,6 +222,8 @@ class Throughput(Event):
     reward_seconds: float
     train_seconds: float
     weight_sync_seconds: float
+    #: A colocated server's memory release before the update and resume after it.
+    memory_seconds: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -21,15 +21,15 @@ import torch
 
 from engine import events
 from engine.advantages import EPSILON
+from engine.rollout.backend import SAME_NUMERICS, ReplayTolerance
 from engine.rollout.types import RolloutResult
 from engine.trainer import Replay
 
 Status = Literal["pass", "warn", "fail"]
 
-#: Replay max |ratio - 1| up to these is a pass / a warning; above, a failure. A replay in fp32
-#: with the rollout's own batches agrees to ~1e-7; against Flow-GRPO's clip_range 1e-4 a pass
-#: is a tenth of the clip, a failure ten times it (the clip would act on replay noise).
-REPLAY_PASS, REPLAY_WARN = 1e-5, 1e-3
+#: Replay max |ratio - 1| up to these is a pass / a warning; above, a failure, for a backend
+#: that computes as the trainer does (each backend states its own: ``ReplayTolerance``).
+REPLAY_PASS, REPLAY_WARN = SAME_NUMERICS.passes, SAME_NUMERICS.warns
 #: Share of the rollout's groups with all rewards equal: above the first warns, at or above
 #: the second fails (the rollout then yields no gradient at all).
 ZERO_STD_WARN_SHARE, ZERO_STD_FAIL_SHARE = 0.0, 1.0
@@ -91,19 +91,21 @@ def rollout_health(
     prompts: Sequence[str],
     sde_window_size: int,
     reward_names: Sequence[str] = (),
+    replay_tolerance: ReplayTolerance = SAME_NUMERICS,
 ) -> events.Health:
     """Every check of one rollout as a ``Health`` event at ``step``.
 
     ``rewards`` is [P, G] in group order; ``zero_std_groups`` and ``prompts`` are indexed by
     group; ``replay`` is None before anything was trained on the rollout, and its ``replay``
-    check is then left out. ``reward_names`` only name the reward in the phase advice.
+    check is then left out, else measured against the backend's ``replay_tolerance``.
+    ``reward_names`` only name the reward in the phase advice.
     """
     checks = [
         check_log_probs_finite(results),
         check_log_probs_shape(results, sde_window_size),
         check_distinct_seeds(results),
         check_distinct_samples(results),
-        *([check_replay(replay)] if replay is not None else []),
+        *([check_replay(replay, replay_tolerance)] if replay is not None else []),
         check_zero_std_groups(zero_std_groups, prompts, len(rewards)),
         check_group_reward_std(rewards),
         check_phase_shares(phase_seconds, reward_names),
@@ -240,23 +242,27 @@ def check_distinct_samples(results: Sequence[RolloutResult]) -> events.HealthChe
     )
 
 
-def check_replay(replay: Replay) -> events.HealthCheck:
+def check_replay(replay: Replay, tolerance: ReplayTolerance = SAME_NUMERICS) -> events.HealthCheck:
     """``replay``: the trainer's recomputed old log-probs against the backend's, as
-    max |ratio - 1|; fails when any is non-finite or the deviation exceeds ``REPLAY_WARN``."""
+    max |ratio - 1|; fails when any is non-finite or the deviation exceeds the backend's
+    ``tolerance``, whose reason the message gives."""
     deviation = replay.max_ratio_deviation
     status: Status
-    if not replay.finite or not math.isfinite(deviation) or deviation > REPLAY_WARN:
+    if not replay.finite or not math.isfinite(deviation) or deviation > tolerance.warns:
         status = "fail"
-    elif deviation > REPLAY_PASS:
+    elif deviation > tolerance.passes:
         status = "warn"
     else:
         status = "pass"
-    message = f"max |ratio - 1| of the recomputed old log-probs: {deviation:.2e}"
+    message = (
+        f"max |ratio - 1| of the recomputed old log-probs: {deviation:.2e} (pass <= "
+        f"{tolerance.passes:.0e}, fail above {tolerance.warns:.0e}: {tolerance.why})"
+    )
     if not replay.finite:
         message += " (non-finite recomputed log-probs)"
     if status != "pass":
         message += (
-            f" (pass <= {REPLAY_PASS:.0e}): the trainer does not reproduce the rollout; make "
+            ": the trainer does not reproduce the rollout; make "
             "micro_batch_size_sample equal diffusion_microgroup_size, keep the SDE step in fp32 "
             "and check that the backend samples with the trainer's current weights"
         )

@@ -52,13 +52,15 @@ from engine.prompts import PromptSet, draw_prompts, load_prompts
 from engine.recipe import Recipe
 from engine.reports import evaluation_event, in_request_order, rollout_event
 from engine.rewards import Reward, RewardScorer, build_rewards
-from engine.rollout.backend import RolloutBackend
+from engine.rollout.backend import RolloutBackend, replay_tolerance
 from engine.rollout.in_process import InProcessBackend
+from engine.rollout.latents import LatentLayout
 from engine.rollout.launch import remote_backend
 from engine.rollout.plan import evaluation_requests, rollout_requests
+from engine.rollout.sglang import SGLangBackend
 from engine.rollout.spread import generate_spread
 from engine.rollout.types import RolloutRequest, RolloutResult
-from engine.rollout.weights import save_weights
+from engine.rollout.weights import remove_older_syncs, save_weights, sync_folder
 from engine.trainer import Replay, StepMetrics, Trainer, rollout_conditionings
 from engine.validation import check_paths
 
@@ -102,6 +104,8 @@ class _Run:
     spread: bool = False
     #: Whether the backend's servers load the trained weights after each update.
     syncs: bool = False
+    #: The colocated server, which frees its GPU memory while the trainer updates.
+    colocated: SGLangBackend | None = None
     step: int = 0
     #: The last step checkpointed (rank 0 writes; every rank records it).
     checkpointed: int = -1
@@ -205,9 +209,13 @@ def _setup(
         context.device if context else ("cuda" if torch.cuda.is_available() else "cpu")
     )
     dtype = resolved_dtype(recipe, device.type)
+    server = None
     if servers and main:
-        backend = remote_backend(recipe, directory, out_dir, resources, dtype)
+        backend = server = remote_backend(recipe, directory, out_dir, resources, dtype)
     model = load_model(recipe.model.family, directory, device=device, dtype=dtype)
+    if server is not None:
+        # Trajectories arrive as the server keeps them (packed, float32, on the CPU).
+        server.latents = LatentLayout.of(model)
     policy = Policy(
         model,
         recipe.model,
@@ -221,6 +229,7 @@ def _setup(
     state = _Run(
         recipe, sink, should_stop, out_dir, model, backend or InProcessBackend(model), policy,
         trainer, prompts, build_rewards(recipe.rewards), context, spread, syncs,
+        server if recipe.rollout.launch == "colocated" else None,
     )  # fmt: skip
     folder = latest_checkpoint(out_dir)
     if folder is not None:
@@ -246,7 +255,10 @@ def _iteration(state: _Run) -> None:
     rollout = _roll_out(state, rollout_index, plan)
 
     # 5. Update on every rank: recompute the old log-probs, then the optimizer steps. The text
-    # encoders are done until the next rollout: with offload their memory goes to training.
+    # encoders are done until the next rollout: with offload their memory goes to training;
+    # a colocated server gives the GPU's memory to the trainer meanwhile.
+    server = state.colocated
+    memory_seconds = _on_main(state, lambda: server.release_memory() if server else 0.0)
     update_started = time.perf_counter()
     conditionings = rollout_conditionings(state.model, rollout.results)
     if resolved_offload(state.recipe) == "cpu":
@@ -254,7 +266,9 @@ def _iteration(state: _Run) -> None:
     replay, metrics = state.trainer.train_rollout(
         rollout.results, conditionings, rollout.advantages
     )
-    update = _Update(state.step, replay, metrics, update_started, time.perf_counter())
+    update = _Update(
+        state.step, replay, metrics, update_started, time.perf_counter(), memory_seconds
+    )
     state.step += len(metrics)
 
     # 5 (weight sync) to 8 (checkpoint).
@@ -392,6 +406,8 @@ class _Update(NamedTuple):
     #: perf_counter() around the update.
     started: float
     finished: float
+    #: Seconds the colocated server took to release its memory before the update.
+    memory_seconds: float = 0.0
 
 
 def _after_update(
@@ -406,6 +422,10 @@ def _after_update(
     recipe = state.recipe
     _on_main(state, lambda: _report_steps(state, rollout_index, update))
     train_seconds = update.finished - update.started
+    # Weights load into memory the server has taken back.
+    server = state.colocated
+    resumed = _on_main(state, lambda: server.resume_memory() if server else 0.0)
+    memory_seconds = update.memory_seconds + resumed
     sync_seconds = _sync_weights(state)
     _on_main(
         state, lambda: _report_health(state, rollout, update.replay, train_seconds, sync_seconds)
@@ -425,6 +445,7 @@ def _after_update(
         reward_seconds=rollout.reward_seconds,
         train_seconds=train_seconds,
         weight_sync_seconds=sync_seconds,
+        memory_seconds=memory_seconds,
     )
     _on_main(state, lambda: state.sink(throughput))
 
@@ -465,6 +486,7 @@ def _report_health(
             prompts=rollout.prompts,
             sde_window_size=recipe.sampler.sde_window_size,
             reward_names=[spec.name for spec in recipe.rewards],
+            replay_tolerance=replay_tolerance(state.backend),
         )
     )
 
@@ -510,12 +532,14 @@ def _generate(state: _Run, requests: Sequence[RolloutRequest]) -> Iterator[Rollo
 def _sync_weights(state: _Run) -> float:
     """Load the policy's weights on the rollout servers; seconds taken (0 in process).
 
-    Every rank calls it: under FSDP every rank takes part in gathering the weights that rank 0
-    writes and sends.
+    Every sync writes a folder of its own (a server reloads an adapter only from a new path)
+    and removes the older ones once the servers loaded it. Every rank calls it: under FSDP
+    every rank takes part in gathering the weights that rank 0 writes and sends.
     """
     if not state.syncs:
         return 0.0
-    folder = state.out_dir / SYNC_DIR
+    root = state.out_dir / SYNC_DIR
+    folder = sync_folder(root, state.step)
     main = state.context is None or state.context.is_main
     sharded = state.context is not None and state.context.fsdp
     saved = save_weights(state.policy, folder, write=main) if sharded else None
@@ -523,7 +547,9 @@ def _sync_weights(state: _Run) -> float:
     def send() -> float:
         weights = saved or save_weights(state.policy, folder)
         assert weights is not None
-        return float(state.backend.sync_weights(weights))  # type: ignore[attr-defined]
+        seconds = float(state.backend.sync_weights(weights))  # type: ignore[attr-defined]
+        remove_older_syncs(root, folder)
+        return seconds
 
     return _on_main(state, send)
 

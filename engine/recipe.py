@@ -222,7 +222,10 @@ class RolloutConfig:
         "command is the worker host's GROUPWISE_ROLLOUT_SERVER_COMMAND)",
     )
     startup_timeout: float = _setting(
-        900.0, "colocated: seconds to wait for the server's /health", most=86_400
+        900.0,
+        "seconds to wait for a server's /health: a colocated one to start, an external one "
+        "that answers 503 while it warms up",
+        most=86_400,
     )
 
 

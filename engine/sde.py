@@ -134,6 +134,21 @@ def cps_step(
     return StepResult(prev, _nan_where_deterministic(log_prob, std), mean, std, std)
 
 
+def step_log_prob(result: StepResult, *, with_constants: bool) -> torch.Tensor:
+    """``result``'s log-prob [B] in either of sglang's conventions (``rollout_log_prob_no_const``).
+
+    With constants it is the Gaussian log-density averaged over the sample (what ``sde`` steps
+    report); without, -(x' - mean)^2 averaged over the sample, what ``cps`` steps report and
+    sglang 0.5.23 returns for ``rollout_log_prob_no_const=true``
+    (``flow_rollout_controller.py`` line 292 and 309, summed then divided by the element count).
+    """
+    value = result.prev_sample.float()
+    if with_constants:
+        density = _gaussian_log_density(value, result.mean, result.std)
+        return _nan_where_deterministic(_mean_over_sample(density), result.std)
+    return _mean_over_sample(-((value - result.mean) ** 2))
+
+
 def kl_divergence(mean: torch.Tensor, ref_mean: torch.Tensor, kl_std: torch.Tensor) -> torch.Tensor:
     """KL [B] between the policy's and the reference model's Gaussians for the same step.
 

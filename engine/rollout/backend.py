@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from engine.rollout.types import PhaseTimings, RolloutRequest, RolloutResult
 
@@ -14,6 +14,46 @@ class RolloutBackend(Protocol):
     def generate(self, request: RolloutRequest) -> RolloutResult:
         """Generate the request's M samples, in the order of its seeds."""
         ...
+
+
+class ReplayTolerance(NamedTuple):
+    """How far the trainer's recomputed old log-probs may stray from a backend's, as
+    max |ratio - 1|: up to ``passes`` passes, up to ``warns`` warns, above fails."""
+
+    passes: float
+    warns: float
+    #: Why these numbers fit the backend, for the health check's message.
+    why: str
+
+
+#: A backend computing as the trainer does (its model code, in its dtype, on the same batches):
+#: agrees to ~1e-7; against Flow-GRPO's clip_range 1e-4 a pass is a tenth of the clip, a failure ten
+#: times it (the clip would act on replay noise).
+SAME_NUMERICS = ReplayTolerance(1e-5, 1e-3, "the backend computes as the trainer does")
+#: A server whose DiT runs in bf16 (sglang's default dit_precision): measured ~2.5e-4 inside
+#: the schedule and ~1.8e-2 when the window holds the last step, whose small std magnifies the
+#: rounding. The trainer recomputes the old log-probs itself, so training stays exact; the
+#: check only catches a server that samples with other weights or another sampler.
+BF16_SERVER = ReplayTolerance(
+    1e-3,
+    5e-2,
+    "the server's DiT computes in bf16 and the trainer recomputes the old log-probs itself "
+    "(training is unaffected); the last step's small std magnifies the rounding",
+)
+
+
+@runtime_checkable
+class ReplayTolerant(Protocol):
+    """A backend whose log-probs the replay check measures against its own tolerance."""
+
+    def replay_tolerance(self) -> ReplayTolerance:
+        """The tolerance that fits how this backend computes."""
+        ...
+
+
+def replay_tolerance(backend: RolloutBackend) -> ReplayTolerance:
+    """The backend's own tolerance when it states one, else ``SAME_NUMERICS``."""
+    return backend.replay_tolerance() if isinstance(backend, ReplayTolerant) else SAME_NUMERICS
 
 
 def generate_one_by_one(backend: RolloutBackend, request: RolloutRequest) -> RolloutResult:

@@ -51,6 +51,8 @@ def remote_backend(
     rollout = recipe.rollout
     urls, egress = list(rollout.server_urls), None
     if rollout.launch == "colocated":
+        # It holds its own copy of the model on the trainer's GPUs whenever it is resumed, which
+        # engine.memory_plan does not count yet (docs/sglang.md, colocated mode).
         server = resources.enter_context(
             ColocatedServer(
                 server_command(),
@@ -68,7 +70,8 @@ def remote_backend(
         egress=egress,
         dtype=dtype_name(dtype),
     )
-    backend.check_servers()
+    # A colocated server was waited on already; an external one may still be warming up.
+    backend.check_servers(startup_timeout=rollout.startup_timeout)
     return backend
 
 

@@ -2,15 +2,20 @@
 
 ``python -m engine serve-rollout --model tiny|DIR [--family F] --host H --port N`` serves one
 model so that a machine without sglang answers rollouts and the HTTP client is tested end to
-end on the CPU. Endpoints (as sglang 0.5.23 names them; docs/sglang.md):
+end on the CPU. It answers as sglang 0.5.23 does for every field the client uses (the same
+conformance tests run against both: ``tests/sglang_d``; docs/sglang.md has the table).
+Endpoints, as sglang names them:
 
 - ``POST /rollout/generate``: JSON or msgpack request, msgpack answer (``engine.rollout.protocol``);
-  400 with ``{"detail": ...}`` for a malformed request.
+  422 with ``{"detail": ...}`` for a body that does not fit the request model, 400 for sampling
+  params sglang refuses (a negative seed, a seed list of the wrong length).
 - ``POST /update_weights_from_disk`` ``{"model_path", "target_modules"}``: a full transformer.
-- ``POST /v1/set_lora`` ``{"lora_nickname", "lora_path"}``: diffusers-format LoRA adapters.
+- ``POST /v1/set_lora`` ``{"lora_nickname", "lora_path"}``: diffusers-format LoRA adapters,
+  reloaded only when the nickname or the path changes, as sglang does.
 - ``POST /get_weights_checksum`` ``{"module_names"}``: ``{"transformer": sha256}``.
-- ``POST /release_memory_occupation``, ``/resume_memory_occupation``: generation refused (503)
-  while released; nothing to free on the CPU.
+- ``POST /release_memory_occupation``, ``/resume_memory_occupation``: ``{"success", "sleeping",
+  "message"}``; while released, generation and full weight loads fail (500), as in sglang;
+  nothing to free on the CPU.
 - ``GET /health``, ``GET /model_info``, ``GET /server_stats`` (requests in flight now, the most
   ever in flight, requests answered; ``POST /server_stats/reset`` zeroes the last two).
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
@@ -33,11 +39,24 @@ import torch
 
 from engine.models.base import FlowModel
 from engine.precision import dtype_for, dtype_name
-from engine.rollout.in_process import InProcessBackend
-from engine.rollout.protocol import ProtocolError, pack, parse_request, result_payload, unpack
+from engine.rollout.in_process import denoise, encode_request, seed_generators
+from engine.rollout.protocol import (
+    ProtocolError,
+    Sampled,
+    WireRequest,
+    WorkerRefusal,
+    pack,
+    parse_request,
+    result_payload,
+    unpack,
+)
+from engine.rollout.types import PhaseTimings
 from engine.rollout.weights import MODULE, load_full, load_lora, weights_checksum
+from engine.sde import step_log_prob
 
 MSGPACK = "application/msgpack"
+#: Steps of a request that names none.
+DEFAULT_STEPS = 50
 
 
 class _HttpError(Exception):
@@ -54,38 +73,77 @@ class RolloutService:
     """
 
     def __init__(self, model: FlowModel, model_path: str, family: str) -> None:
-        self.backend = InProcessBackend(model)
         self.model, self.model_path, self.family = model, model_path, family
         self._lock = threading.Condition()
         self._readers = 0
         self._writing = False
         self.in_flight = self.max_in_flight = self.answered = 0
         self.released = False
+        #: LoRA nickname -> the path it was loaded from (sglang's ``loaded_adapter_paths``).
+        self.adapters: dict[str, str] = {}
+        #: Defaults for absent sizes and steps: the served model's.
+        self.size = 32 if family == "tiny" else 1024
 
     def generate(self, payload: Any) -> bytes:
         try:
-            request = parse_request(payload)
+            wire = parse_request(payload, height=self.size, width=self.size, steps=DEFAULT_STEPS)
         except ProtocolError as error:
-            raise _HttpError(HTTPStatus.BAD_REQUEST, f"invalid rollout request: {error}") from None
+            raise _HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
+        except WorkerRefusal as error:
+            raise _HttpError(
+                HTTPStatus.INTERNAL_SERVER_ERROR, f"Generation failed: {error}"
+            ) from None
+        except ValueError as error:
+            raise _HttpError(HTTPStatus.BAD_REQUEST, f"Invalid sampling params: {error}") from None
+        if wire.seed is None:
+            # sglang 0.5.23 samples, then fails to build an answer without a seed (a 500).
+            raise _HttpError(HTTPStatus.INTERNAL_SERVER_ERROR, "RolloutResponse: seed is None")
         with self._lock:
             if self.released:
                 raise _HttpError(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    "memory is released: POST /resume_memory_occupation first",
+                    HTTPStatus.INTERNAL_SERVER_ERROR,
+                    "Server is sleeping. Call resume_memory_occupation first.",
                 )
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self._lock.wait_for(lambda: not self._writing)
             self._readers += 1
         try:
-            result = self.backend.generate(request)
+            sampled = self.sample(wire)
         finally:
             with self._lock:
                 self._readers -= 1
                 self.in_flight -= 1
                 self.answered += 1
                 self._lock.notify_all()
-        return pack(result_payload(result, uuid.uuid4().hex))
+        return pack(result_payload(wire, sampled, uuid.uuid4().hex))
+
+    def sample(self, wire: WireRequest) -> Sampled:
+        """Run ``wire``'s loop, recording the latents and log-probs sglang would return."""
+        model, request = self.model, wire.request
+        steps = request.num_inference_steps
+        started = time.perf_counter()
+        conditioning = encode_request(model, request)
+        encoded = time.perf_counter()
+        record: tuple[int, ...] | range = ()
+        if wire.rollout and wire.return_trajectory:
+            record = range(steps + 1) if wire.return_steps is None else wire.return_steps
+        run = denoise(model, request, conditioning, seed_generators(model, request.seeds),
+                      record=record)  # fmt: skip
+        denoised = time.perf_counter()
+        images = model.decode(run.final, request.height, request.width)
+        decoded = time.perf_counter()
+        log_probs = torch.zeros(request.num_outputs, steps)
+        for index, step in run.steps.items():
+            log_probs[:, index] = step_log_prob(step, with_constants=not wire.no_const).cpu()
+        return Sampled(
+            images=images,
+            log_probs=log_probs,
+            recorded={i: latents.float().cpu() for i, latents in run.recorded.items()},
+            schedule=run.schedule.float().cpu(),
+            timings=PhaseTimings(encoded - started, denoised - encoded, decoded - denoised),
+            dit_forwards=steps,
+        )
 
     def update(self, load: Callable[[], None]) -> dict[str, Any]:
         """Run ``load`` with the weights held alone."""
@@ -131,20 +189,32 @@ def _routes(service: RolloutService) -> dict[tuple[str, str], Callable[[Any], An
         if modules != [MODULE]:
             raise _HttpError(HTTPStatus.BAD_REQUEST, f"target_modules={modules}: only "
                              f"['{MODULE}'] is updatable here")  # fmt: skip
+        if service.released:
+            raise _HttpError(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                "Cannot update weights while the server is sleeping. "
+                "Call resume_memory_occupation first.",
+            )
         return service.update(lambda: load_full(transformer, Path(path)))
 
     def set_lora(body: Any) -> dict[str, Any]:
         nickname, path = _text(body, "lora_nickname"), _text(body, "lora_path")
-        service.update(lambda: load_lora(transformer, Path(path), nickname))
+        # sglang loads an adapter only when its nickname is new or its path changed
+        # (lora/pipeline.py line 1147): the same folder twice keeps the first weights.
+        if service.adapters.get(nickname) != path:
+            service.update(lambda: load_lora(transformer, Path(path), nickname))
+            service.adapters[nickname] = path
         return {"status": "ok", "message": f"Successfully set LoRA adapter(s): {nickname}"}
 
-    def release(_: Any) -> dict[str, Any]:
-        service.released = True
-        return {"success": True, "message": "released"}
+    def memory(released: bool) -> Callable[[Any], dict[str, Any]]:
+        def answer(_: Any) -> dict[str, Any]:
+            already = service.released == released
+            service.released = released
+            state = "sleeping" if released else "awake"
+            return {"success": True, "sleeping": released,
+                    "message": f"already {state}" if already else state}  # fmt: skip
 
-    def resume(_: Any) -> dict[str, Any]:
-        service.released = False
-        return {"success": True, "message": "resumed"}
+        return answer
 
     return {
         ("GET", "/health"): lambda _: {"status": "ok"},
@@ -162,8 +232,8 @@ def _routes(service: RolloutService) -> dict[tuple[str, str], Callable[[Any], An
         ("POST", "/update_weights_from_disk"): update_from_disk,
         ("POST", "/v1/set_lora"): set_lora,
         ("POST", "/get_weights_checksum"): lambda _: service.checksum(),
-        ("POST", "/release_memory_occupation"): release,
-        ("POST", "/resume_memory_occupation"): resume,
+        ("POST", "/release_memory_occupation"): memory(released=True),
+        ("POST", "/resume_memory_occupation"): memory(released=False),
     }
 
 
@@ -215,11 +285,14 @@ def make_server(service: RolloutService, host: str, port: int) -> ThreadingHTTPS
                 try:
                     return unpack(raw)
                 except ProtocolError as error:
-                    raise _HttpError(HTTPStatus.BAD_REQUEST, str(error)) from None
+                    raise _HttpError(HTTPStatus.UNPROCESSABLE_ENTITY, str(error)) from None
             try:
                 return json.loads(raw or b"{}")
             except ValueError as error:
-                raise _HttpError(HTTPStatus.BAD_REQUEST, f"the body is not JSON: {error}") from None
+                # FastAPI answers an undecodable body with 422, as sglang's routes do.
+                raise _HttpError(
+                    HTTPStatus.UNPROCESSABLE_ENTITY, f"the body is not JSON: {error}"
+                ) from None
 
         def _send(self, status: HTTPStatus, answer: Any) -> None:
             self._reply(status, json.dumps(answer).encode(), "application/json")

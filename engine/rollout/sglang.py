@@ -7,6 +7,9 @@ requests. Transient failures (connection refused or reset, a 5xx, a timeout) are
 the pool for good (it would come back with stale weights) and its requests move to the others,
 so every request is answered exactly once or the rollout fails. Permanent failures (a 4xx, a
 malformed answer) raise ``RolloutServerError`` naming the server, the request and the reason.
+
+Checked against sglang 0.5.23's own route handlers and rollout code (``tests/sglang_d``): a
+server's ``--batching-max-size`` must stay 1, since merged requests lose their seed lists.
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ from typing import Any
 from engine.egress import REFUSED, EgressPolicy, is_refusal
 from engine.egress import policy as egress_policy
 from engine.policy import ADAPTER
+from engine.rollout.backend import BF16_SERVER, SAME_NUMERICS, ReplayTolerance
+from engine.rollout.latents import LatentLayout
 from engine.rollout.protocol import ProtocolError, parse_result, request_payload, unpack
 from engine.rollout.types import RolloutRequest, RolloutResult
 from engine.rollout.weights import MODULE, SavedWeights
+
+#: How often a warming-up server's /health is asked again.
+POLL_SECONDS = 0.5
 
 
 class RolloutServerError(RuntimeError):
@@ -49,6 +57,8 @@ class _Server:
     alive: bool = True
     #: ``server`` of its ``/model_info``: "groupwise" for the compatible server.
     kind: str | None = None
+    #: Its ``get_weights_checksum`` after the last sync (None before the first).
+    checksum: str | None = None
 
 
 def describe(request: RolloutRequest) -> str:
@@ -69,12 +79,15 @@ class SGLangBackend:
         backoff: float = 0.5,
         egress: EgressPolicy | None = None,
         dtype: str | None = None,
+        latents: LatentLayout | None = None,
     ) -> None:
         """``egress`` decides which addresses may be connected to; None reads the
         administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``). ``dtype``: the
         ``model.dtype`` name the run computes in; ``check_servers`` refuses a server whose
         ``/model_info`` reports another (the compatible server reports its ``dtype``; a server
-        that reports none is not checked)."""
+        that reports none is not checked). ``latents`` is the trainer's layout, which returned
+        trajectories are unpacked and moved to; it may be set later (the loop loads the model
+        after checking the servers)."""
         if not urls:
             raise ValueError("no server URL: give at least one")
         self.servers = [_Server(url.rstrip("/")) for url in urls]
@@ -82,19 +95,28 @@ class SGLangBackend:
         self.server_concurrency = server_concurrency
         self.timeout, self.max_retries, self.backoff = timeout, max_retries, backoff
         self.egress = egress_policy() if egress is None else egress
+        self.latents = latents
         #: Attempts that failed transiently and were tried again.
         self.retries = 0
+        #: The trainer's checksum at the last sync.
+        self._synced: str | None = None
         self._slots = threading.Condition()
 
-    def check_servers(self, timeout: float = 10.0) -> None:
+    def check_servers(self, timeout: float = 10.0, startup_timeout: float = 0.0) -> None:
         """Ask every server's ``/health`` and ``/model_info``; raise ``RolloutServerError``
         naming each one that does not answer, or that computes in another dtype than
-        ``dtype``, before any rollout work starts."""
+        ``dtype``, before any rollout work starts.
+
+        A server that answers 503 is warming up (sglang answers so until its warm-up is
+        done): it is asked again every ``POLL_SECONDS`` until ``startup_timeout`` has passed.
+        One that cannot be reached fails at once.
+        """
+        deadline = time.monotonic() + startup_timeout
         failures: list[str] = []
         mismatches: list[tuple[str, str]] = []
         for server in self.servers:
             try:
-                self._call(server, "GET", "/health", None, timeout)
+                self._wait_ready(server, timeout, deadline)
                 info = json.loads(self._call(server, "GET", "/model_info", None, timeout))
             except (_Transient, RolloutServerError, ValueError) as error:
                 failures.append(f"{server.url} ({error})")
@@ -108,7 +130,8 @@ class SGLangBackend:
         if failures:
             problems.append(
                 "rollout server(s) unreachable: " + "; ".join(failures)
-                + ": start them or fix rollout.server_urls"
+                + ": start them or fix rollout.server_urls (a warming-up server is waited on "
+                "for rollout.startup_timeout)"
             )  # fmt: skip
         if mismatches:
             # Samples from another dtype are not the policy's: their log-probs and the
@@ -123,6 +146,16 @@ class SGLangBackend:
             )  # fmt: skip
         if problems:
             raise RolloutServerError(". ".join(problems))
+
+    def _wait_ready(self, server: _Server, timeout: float, deadline: float) -> None:
+        while True:
+            try:
+                self._call(server, "GET", "/health", None, timeout)
+                return
+            except _Transient as error:
+                if error.dead or time.monotonic() >= deadline:
+                    raise
+            time.sleep(POLL_SECONDS)
 
     def generate(self, request: RolloutRequest) -> RolloutResult:
         """Answer one request (``generate_many`` with one)."""
@@ -151,8 +184,12 @@ class SGLangBackend:
     def sync_weights(self, saved: SavedWeights) -> float:
         """Load ``saved`` on every live server and verify it; returns the seconds it took.
 
-        A compatible server must then report the trainer's checksum; a real sglang server
-        names its weights its own way, so there every server must report the same checksum.
+        ``saved`` must be a folder no server loaded before: sglang reloads a LoRA adapter only
+        when its nickname or path changes (``lora/pipeline.py`` line 1147), so one folder
+        reused would keep the first adapter for the whole run. A compatible server must then
+        report the trainer's checksum; a real sglang server names its weights its own way, so
+        there every server must report the same checksum and, once the trainer's weights
+        changed since the last sync, a different one than before it.
         """
         started = time.perf_counter()
         if saved.kind == "lora":
@@ -161,6 +198,7 @@ class SGLangBackend:
         else:
             path = "/update_weights_from_disk"
             body = {"model_path": str(saved.path), "target_modules": [MODULE]}
+        changed = self._synced is not None and saved.checksum != self._synced
         checksums: dict[str, str] = {}
         for server in self._live():
             try:
@@ -173,14 +211,46 @@ class SGLangBackend:
             except _Transient as error:
                 raise RolloutServerError(f"{server.url}: weight sync failed: {error}") from None
             checksum = json.loads(answer).get(MODULE)
-            if server.kind == "groupwise" and checksum != saved.checksum:
+            stale = (checksum != saved.checksum if server.kind == "groupwise"
+                     else changed and checksum == server.checksum)  # fmt: skip
+            if stale:
                 raise RolloutServerError(
                     f"{server.url}: after loading {saved.path} its {MODULE} checksum is "
-                    f"{checksum}, the trainer's {saved.checksum}: the load did not take"
+                    f"{checksum} (before: {server.checksum}), the trainer's {saved.checksum}: "
+                    "the load did not take"
                 )
-            checksums[server.url] = checksum
+            server.checksum = checksums[server.url] = checksum
         if len(set(checksums.values())) > 1:
             raise RolloutServerError(f"servers disagree on the weights after sync: {checksums}")
+        self._synced = saved.checksum
+        return time.perf_counter() - started
+
+    def replay_tolerance(self) -> ReplayTolerance:
+        """The trainer's own numerics for compatible servers (they run the trainer's model
+        code, in any dtype, on the same batches); bf16 kernels otherwise, as sglang's DiT
+        computes by default."""
+        same = all(server.kind == "groupwise" for server in self.servers)
+        return SAME_NUMERICS if same else BF16_SERVER
+
+    def release_memory(self) -> float:
+        """Have every live server free its GPU memory (sglang's ``/release_memory_occupation``:
+        it moves its modules to the CPU) so that the trainer can update; the seconds taken."""
+        return self._memory("/release_memory_occupation")
+
+    def resume_memory(self) -> float:
+        """Have every live server take its GPU memory back before the next rollout or weight
+        sync (``/resume_memory_occupation``); the seconds taken."""
+        return self._memory("/resume_memory_occupation")
+
+    def _memory(self, path: str) -> float:
+        started = time.perf_counter()
+        for server in self._live():
+            try:
+                answer = json.loads(self._call(server, "POST", path, {}, self.timeout))
+            except (_Transient, ValueError) as error:
+                raise RolloutServerError(f"{server.url}: {path} failed: {error}") from None
+            if not (isinstance(answer, dict) and answer.get("success") is True):
+                raise RolloutServerError(f"{server.url}: {path} answered {answer}")
         return time.perf_counter() - started
 
     def _live(self) -> list[_Server]:
@@ -217,7 +287,7 @@ class SGLangBackend:
                 raise RolloutServerError(f"{error} ({describe(request)})") from None
             self._release(server, dead=False)
             try:
-                return parse_result(unpack(body), request)
+                return parse_result(unpack(body), request, self.latents)
             except ProtocolError as error:
                 raise RolloutServerError(
                     f"{server.url}: malformed answer to {describe(request)}: {error}"

@@ -45,6 +45,9 @@ class RolloutRequest:
     def __post_init__(self) -> None:
         if not self.seeds:
             raise ValueError("seeds is empty: give one seed per output")
+        if any(seed < 0 for seed in self.seeds):
+            # sglang refuses them (SamplingParams._validate); sample seeds are mod 2^31.
+            raise ValueError(f"seeds={list(self.seeds)} must be >= 0")
         window = self.sde_step_indices
         if window and window != tuple(range(window[0], window[0] + len(window))):
             raise ValueError(f"sde_step_indices={window} must be consecutive steps")
@@ -101,6 +104,7 @@ class RolloutResult:
     #: One per seed, in order.
     samples: tuple[RolloutSample, ...]
     #: The whole schedule, float32 [N + 1]: ``sde_step`` takes it with the global step index.
+    #: Empty when a server answered images only (an evaluation request: no window).
     schedule: torch.Tensor
     #: Seconds per phase.
     timings: PhaseTimings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -37,6 +38,19 @@ class SavedWeights(NamedTuple):
     path: Path
     #: ``weights_checksum`` of the trainer's transformer after the load.
     checksum: str
+
+
+def sync_folder(root: Path, step: int) -> Path:
+    """The folder of the weights synced after ``step``: one per sync, since sglang reloads a
+    LoRA adapter only when its path changes (docs/sglang.md)."""
+    return root / f"step-{step:08d}"
+
+
+def remove_older_syncs(root: Path, kept: Path) -> None:
+    """Delete every sync folder under ``root`` but ``kept`` (the servers' current weights)."""
+    for folder in root.glob("step-*"):
+        if folder != kept and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def weights_checksum(module: torch.nn.Module) -> str:

@@ -185,8 +185,10 @@
     charts.stacked($("chart-phases"), { yLabel: "seconds", keys: [
       { name: "rollout", color: COLORS[0] }, { name: "reward", color: COLORS[2] },
       { name: "train", color: COLORS[1] }, { name: "weight sync", color: COLORS[4] },
+      { name: "server memory", color: COLORS[5] },
     ], rows: tp.map((t) => ({ x: t.step, values: { rollout: t.rollout_seconds, reward: t.reward_seconds,
-      train: t.train_seconds, "weight sync": t.weight_sync_seconds } })) });
+      train: t.train_seconds, "weight sync": t.weight_sync_seconds,
+      "server memory": t.memory_seconds || 0 } })) });
     $("images-per-second").textContent = tp.length ? tp[tp.length - 1].images_per_second.toFixed(1) + " images/s" : "";
   }
 

@@ -26,6 +26,7 @@ from engine.presets import PRESETS
 from engine.ranks import train
 from engine.recipe import ModelConfig
 from engine.rollout import InProcessBackend, RolloutRequest
+from engine.rollout.latents import LatentLayout
 from engine.rollout.protocol import pack
 from engine.rollout.server import RolloutService, make_server
 from engine.rollout.sglang import RolloutServerError, SGLangBackend
@@ -202,7 +203,9 @@ def test_bf16_weight_sync_gives_the_server_the_trainers_samples(bf16_server_url,
             parameter.add_(
                 torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)) * 0.05
             )
-    backend = SGLangBackend([bf16_server_url], dtype="bfloat16")
+    # Trajectories arrive in float32, as sglang sends them; the layout puts them in the
+    # trainer's bf16 (exactly: they were bf16 values).
+    backend = SGLangBackend([bf16_server_url], dtype="bfloat16", latents=LatentLayout.of(model))
     backend.check_servers()
     saved = save_weights(policy, tmp_path / "sync")
     assert {t.dtype for t in _synced(saved.path).values()} == {torch.bfloat16}
