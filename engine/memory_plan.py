@@ -160,6 +160,7 @@ def memory_plan(recipe: Recipe, architecture: Architecture | None = None) -> Mem
         *_weights(recipe, arch, sizes),
         _rollout_store(recipe, arch, sizes),
         _rollout_activations(recipe, arch, sizes),
+        _colocated_server(recipe, arch, sizes),
         _training_activations(recipe, arch, sizes),
     ]
     phase_gb = {p: sum(i.gb for i in items if i.phase == p) for p in PHASES}
@@ -274,10 +275,37 @@ def _rollout_store(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> PlanIte
 
 def _rollout_activations(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> PlanItem:
     """The larger of a no-grad DiT forward at M samples and the VAE decoding them; nothing when
-    SGLang-D servers generate (their memory is theirs: docs/sglang.md)."""
-    micro, sampler = recipe.layout.diffusion_microgroup_size, recipe.sampler
+    SGLang-D servers generate (a colocated one is its own item)."""
     if recipe.rollout.backend == "sglang":
         return PlanItem("rollout activations", 0.0, "rollout", "none: SGLang-D servers generate")
+    working, words = _generation(recipe, arch, sizes)
+    return PlanItem("rollout activations", working / GB, "rollout", words)
+
+
+def _colocated_server(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> PlanItem:
+    """A colocated SGLang-D server on this GPU: its own copy of the whole pipeline in the model
+    dtype and its working memory at M. It counts while the rollout runs; during each update it
+    has released its memory (``/release_memory_occupation``, docs/sglang.md). External servers
+    hold theirs elsewhere."""
+    rollout = recipe.rollout
+    if rollout.backend != "sglang" or rollout.launch != "colocated":
+        return PlanItem("colocated server", 0.0, "rollout", "none: no server on this GPU")
+    parts = [arch.transformer, *arch.text_encoders, *([arch.vae] if arch.vae else [])]
+    params = sum(part.params + part.buffers for part in parts)
+    working, words = _generation(recipe, arch, sizes)
+    return PlanItem(
+        "colocated server",
+        (params * sizes.size + working) / GB,
+        "rollout",
+        f"its own {sizes.dtype_name} pipeline ({_amount(params)} parameters) and {words}; "
+        "released during each update",
+    )
+
+
+def _generation(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> tuple[float, str]:
+    """Bytes of generating one microgroup, the larger of a no-grad DiT forward at M samples and
+    the VAE decoding them, with what they are in words."""
+    micro, sampler = recipe.layout.diffusion_microgroup_size, recipe.sampler
     rows = micro * sizes.guided
     denoise = rows * sizes.per_row * INFERENCE_PER_TOKEN
     decode = 0.0
@@ -285,13 +313,11 @@ def _rollout_activations(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> P
         factor = VAE_DECODE.get(arch.vae.class_name, max(VAE_DECODE.values()))
         pixels = sampler.height * sampler.width
         decode = micro * pixels * arch.dit.vae_channels * sizes.size * factor
-    return PlanItem(
-        "rollout activations",
-        max(denoise, decode) / GB,
-        "rollout",
+    words = (
         f"M={micro}: DiT forward {denoise / GB:.1f} GB ({rows} rows), "
-        f"VAE decode {decode / GB:.1f} GB",
+        f"VAE decode {decode / GB:.1f} GB"
     )
+    return max(denoise, decode), words
 
 
 def _training_activations(recipe: Recipe, arch: Architecture, sizes: _Sizes) -> PlanItem:

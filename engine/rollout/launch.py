@@ -51,8 +51,8 @@ def remote_backend(
     rollout = recipe.rollout
     urls, egress = list(rollout.server_urls), None
     if rollout.launch == "colocated":
-        # It holds its own copy of the model on the trainer's GPUs whenever it is resumed, which
-        # engine.memory_plan does not count yet (docs/sglang.md, colocated mode).
+        # It holds its own copy of the model on the trainer's GPUs whenever it is resumed: the
+        # memory plan's "colocated server" item (docs/sglang.md, colocated mode).
         server = resources.enter_context(
             ColocatedServer(
                 server_command(),

@@ -91,7 +91,7 @@ def test_layout_json_holds_the_memory_plan() -> None:
     assert names == [
         "DiT weights", "text encoders", "VAE", "trainable weights", "gradients",
         "optimizer state", "reference model", "rollout store", "rollout activations",
-        "training activations", "headroom",
+        "colocated server", "training activations", "headroom",
     ]  # fmt: skip
     counted = sum(item["gb"] for item in memory["items"] if item["counted"])
     assert memory["total_gb"] == pytest.approx(counted, abs=0.05)

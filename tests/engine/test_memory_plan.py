@@ -83,6 +83,28 @@ def test_sglang_servers_generate_off_the_trainer():
     assert items(memory_plan(recipe))["rollout activations"].gb == 0
 
 
+def test_a_colocated_server_counts_its_own_pipeline_while_it_generates():
+    external = {"rollout.backend": "sglang", "server_urls": ["http://gpu1:30000"]}
+    colocated = {"rollout.backend": "sglang", "launch": "colocated"}
+    base = preset("ocr-qwen-image-2gpu")
+    assert items(memory_plan(apply_overrides(base, external)))["colocated server"].gb == 0
+    assert items(memory_plan(base))["colocated server"].gb == 0
+    plan = memory_plan(apply_overrides(base, colocated))
+    got = items(plan)
+    server = got["colocated server"]
+    # Its whole pipeline in bf16, unsharded: the DiT's 20 430 401 088 weights, Qwen2.5-VL's
+    # 8 292 166 824 values and the VAE's (its own item's count), plus the same M=16 working
+    # memory as an in-process rollout, the VAE decode's 14.57 GB.
+    vae_values = got["VAE"].gb * GB / 2
+    pipeline = (20_430_401_088 + 8_292_166_824 + vae_values) * 2 / GB
+    assert server.gb == pytest.approx(pipeline + 16 * 512 * 512 * 96 * 2 * 18.1 / GB)
+    # Released during the update: it belongs to the rollout phase, which it makes the peak.
+    assert server.phase == "rollout" and plan.peak_phase == "rollout"
+    assert got["rollout activations"].gb == 0
+    # Beside a trainer's resident state it no longer fits 80 GB: what the validator says.
+    assert not plan.fits
+
+
 def test_text_encoders_kept_on_the_gpu_are_resident():
     recipe = apply_overrides(preset("ocr-qwen-image-2gpu"), {"offload_text_encoders": "none"})
     assert items(memory_plan(recipe))["text encoders"].phase == "resident"
