@@ -13,6 +13,7 @@ import torch
 from engine import events
 from engine.layout import Layout
 from engine.rewards import RewardOutput
+from engine.rollout.plan import request_order
 from engine.rollout.types import RolloutRequest, RolloutResult
 
 
@@ -24,8 +25,7 @@ def in_request_order(
 ) -> tuple[list[RolloutResult], np.ndarray, dict[str, np.ndarray]]:
     """Results, scores and components put back in request order (group, then sample), so a
     rollout's samples keep their places whatever order the servers answered in."""
-    position = {id(request): index for index, request in enumerate(requests)}
-    order = sorted(range(len(arrived)), key=lambda i: position[id(arrived[i].request)])
+    order = request_order(requests, arrived)
     starts = np.cumsum([0] + [len(result.samples) for result in arrived])
     rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in order])
     return (

@@ -3,12 +3,13 @@
 The single-prompt multi-generation checklist (docs/single-prompt-multi-generation.md) asks to
 sweep ``diffusion_microgroup_size`` over 1, 2, 4, 8, 16 with everything else fixed and to judge
 M by end-to-end iteration time, not generation time alone. ``sweep`` does that: for each M it
-runs the same rollouts (same prompts, seeds and SDE windows, which never depend on M), scores
-them as the loop does (in the background, microgroup by microgroup) and, with ``update``, trains
-on them from the same starting weights. Per M it reports images/s, DiT forwards/s, peak memory,
-seconds per phase, the end-to-end iteration time, and how far its samples are from those of the
-first M (they must agree within the batch-variance tolerance). The report is plain data with
-the machine it ran on, so results from different machines can be stored and compared.
+runs the same rollouts (same prompts, seeds and SDE windows, which never depend on M) with the
+loop's own steps (``engine.steps``): scored in the background, microgroup by microgroup, and,
+with ``update``, trained on from the same starting weights. Per M it reports images/s, DiT
+forwards/s, peak memory, seconds per phase, the end-to-end iteration time, and how far its
+samples are from those of the first M (they must agree within the batch-variance tolerance).
+The report is plain data with the machine it ran on, so results from different machines can be
+stored and compared.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from engine.advantages import group_advantages
 from engine.events import decode_float, encode_float
 from engine.health import phase_seconds
-from engine.layout import layout
 from engine.memory import MemoryProbe
 from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
@@ -36,14 +35,14 @@ from engine.overrides import apply_overrides
 from engine.policy import Policy
 from engine.precision import resolved_checkpointing, resolved_dtype
 from engine.problems import Problem, RecipeError, or_list
-from engine.prompts import PromptSet, draw_prompts, load_prompts
+from engine.prompts import PromptSet, load_prompts
 from engine.recipe import Recipe
-from engine.rewards import Reward, RewardScorer, build_rewards
+from engine.rewards import Reward, build_rewards
 from engine.rollout.in_process import InProcessBackend
-from engine.rollout.plan import rollout_requests
-from engine.rollout.types import RolloutResult
-from engine.trainer import Trainer, rollout_conditionings
+from engine.steps import Scoring, draw_requests, rollout_advantages, update
+from engine.trainer import Trainer
 from engine.validation import check_paths, divisors
+from engine.world import OneProcess
 
 SCHEMA_VERSION = 1
 #: Samples at two sizes agree when their images differ by at most this many uint8 levels and
@@ -348,7 +347,7 @@ class _Measured:
 
 
 class _Bench:
-    """Runs rollouts of a recipe the way the loop does, timing each phase."""
+    """Runs rollouts of a recipe with the loop's steps (``engine.steps``), timing each phase."""
 
     def __init__(
         self,
@@ -365,7 +364,8 @@ class _Bench:
     def warm_up(self, size: int) -> None:
         """One untimed request, so one-time costs (kernel setup, caches) hit no size's numbers."""
         sized = apply_overrides(self.recipe, {"diffusion_microgroup_size": size})
-        self.backend.generate(rollout_requests(sized, self._prompts(sized, 0), 0)[0])
+        _prompts, requests = draw_requests(sized, self.prompts.train, 0)
+        self.backend.generate(requests[0])
 
     def run(self, recipe: Recipe, rollouts: int, trainer: Trainer | None) -> _Measured:
         measured = _Measured(0, 0, 0.0, 0.0, {}, {}, None)
@@ -373,22 +373,20 @@ class _Bench:
         for index in range(rollouts):
             self._sync()
             started = time.perf_counter()
-            results: list[RolloutResult] = []
-            with RewardScorer(self.reward) as scorer:
-                for request in rollout_requests(recipe, self._prompts(recipe, index), index):
-                    result = self.backend.generate(request)
-                    results.append(result)
-                    count = request.num_outputs
-                    scorer.submit(result.images, [request.prompt] * count, [{}] * count)
+            _prompts, requests = draw_requests(recipe, self.prompts.train, index)
+            with Scoring(self.reward) as scoring:
+                results = OneProcess().generate(self.backend, requests, _go_on, scoring.submit)
                 self._sync()
                 generated = time.perf_counter()
-                scored = scorer.results()
+                scores = scoring.scores(requests)
             scored_at = time.perf_counter()
             if trainer is not None:
-                replays.append(self._train(recipe, trainer, results, scored.scores()))
+                advantages = rollout_advantages(recipe, scores.scores, results)
+                replay, _ = update(recipe, self.model, trainer, results, advantages.per_request)
+                replays.append(replay.max_ratio_deviation if replay.finite else math.nan)
             self._sync()
             done = time.perf_counter()
-            times = phase_seconds(results, reward=scored.reward_seconds, train=done - scored_at)
+            times = phase_seconds(results, reward=scores.reward_seconds, train=done - scored_at)
             for phase, seconds in times._asdict().items():
                 if phase != "weight_sync" and (phase != "train" or trainer is not None):
                     measured.phase_seconds[phase] = measured.phase_seconds.get(phase, 0.0) + seconds
@@ -403,30 +401,13 @@ class _Bench:
             measured.replay = math.nan if any(map(math.isnan, replays)) else max(replays)
         return measured
 
-    def _prompts(self, recipe: Recipe, index: int) -> list[str]:
-        count = recipe.layout.rollout_batch_size
-        return draw_prompts(self.prompts.train, layout(recipe, index).rollout_seed, count)
-
-    def _train(
-        self, recipe: Recipe, trainer: Trainer, results: list[RolloutResult], scores: np.ndarray
-    ) -> float:
-        """One rollout's update, as the loop takes it; returns the replay deviation."""
-        group = recipe.layout.n_samples_per_prompt
-        rewards = torch.as_tensor(scores, dtype=torch.float64).reshape(-1, group)
-        advantages = group_advantages(
-            rewards,
-            globalize_reward_std=recipe.optimiser.globalize_reward_std,
-            adv_clip_max=recipe.optimiser.adv_clip_max,
-        ).advantages.flatten()
-        per_request = list(torch.split(advantages, [len(r.samples) for r in results]))
-        replay, _ = trainer.train_rollout(
-            results, rollout_conditionings(self.model, results), per_request
-        )
-        return replay.max_ratio_deviation if replay.finite else math.nan
-
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _go_on() -> None:
+    """A sweep is never asked to stop between requests."""
 
 
 class Differences(NamedTuple):

@@ -1,11 +1,19 @@
-"""What every rollout backend answers, and one-by-one generation on top of any of them."""
+"""What every rollout backend answers, the optional abilities a backend declares, and
+one-by-one generation on top of any of them.
+
+Every backend answers ``generate``; the trainer cannot tell two implementations apart. What a
+backend may do besides is a small protocol of its own, checked with ``isinstance``: the loop
+never probes for a method by name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple, Protocol, runtime_checkable
 
 from engine.rollout.types import PhaseTimings, RolloutRequest, RolloutResult
+from engine.rollout.weights import SavedWeights
 
 
 class RolloutBackend(Protocol):
@@ -14,6 +22,49 @@ class RolloutBackend(Protocol):
     def generate(self, request: RolloutRequest) -> RolloutResult:
         """Generate the request's M samples, in the order of its seeds."""
         ...
+
+
+@runtime_checkable
+class ConcurrentBackend(Protocol):
+    """A backend that runs many requests at once (a pool of servers)."""
+
+    def generate_many(self, requests: Iterable[RolloutRequest]) -> Iterator[RolloutResult]:
+        """Every request's result, in completion order, each holding its request."""
+        ...
+
+
+@runtime_checkable
+class WeightSyncing(Protocol):
+    """A backend that samples with its own copy of the weights (servers): after each update it
+    loads the policy's, and one process (rank 0) drives it for the whole group."""
+
+    def sync_weights(self, saved: SavedWeights) -> float:
+        """Load ``saved`` on every server; the seconds it took."""
+        ...
+
+
+@runtime_checkable
+class MemoryReleasing(Protocol):
+    """A backend sharing the trainer's GPU (a colocated server): it frees its memory while the
+    trainer updates and takes it back for the next rollout."""
+
+    def release_memory(self) -> float:
+        """Free the GPU memory the server holds; the seconds it took."""
+        ...
+
+    def resume_memory(self) -> float:
+        """Take the memory back (weights first, then the cache); the seconds it took."""
+        ...
+
+
+class KeepsMemory:
+    """Rollouts that hold no GPU memory of the trainer's to give back: nothing to release."""
+
+    def release_memory(self) -> float:
+        return 0.0
+
+    def resume_memory(self) -> float:
+        return 0.0
 
 
 class ReplayTolerance(NamedTuple):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from engine.layout import SEED_MODULUS, layout, sample_seed
 from engine.recipe import Recipe
-from engine.rollout.types import RolloutRequest
+from engine.rollout.types import RolloutRequest, RolloutResult
 
 
 def rollout_requests(
@@ -83,3 +83,12 @@ def evaluation_requests(
 
 def _chunks(seeds: tuple[int, ...], size: int) -> list[tuple[int, ...]]:
     return [seeds[start : start + size] for start in range(0, len(seeds), size)]
+
+
+def request_order(
+    requests: Sequence[RolloutRequest], arrived: Sequence[RolloutResult]
+) -> list[int]:
+    """Indices into ``arrived`` (each result holding its request from ``requests``) that put it
+    in the requests' order (group, then sample), whatever order the results arrived in."""
+    position = {id(request): index for index, request in enumerate(requests)}
+    return sorted(range(len(arrived)), key=lambda i: position[id(arrived[i].request)])
