@@ -62,7 +62,7 @@ from engine.rollout.spread import generate_spread
 from engine.rollout.types import RolloutRequest, RolloutResult
 from engine.rollout.weights import remove_older_syncs, save_weights, sync_folder
 from engine.trainer import Replay, StepMetrics, Trainer, rollout_conditionings
-from engine.validation import check_paths
+from engine.validation import check_paths, validate
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _setup(
     context: DistContext | None,
     resources: ExitStack,
 ) -> _Run:
-    problems = recipe.validate() + check_paths(recipe)
+    problems = validate(recipe) + check_paths(recipe)
     if problems:
         raise RecipeError(problems)
     prompts = load_prompts(recipe.data)

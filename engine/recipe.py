@@ -3,8 +3,8 @@
 A ``Recipe`` holds a model, data, rewards, layout, sampler, optimiser, run and rollout section
 (names as in DESIGN.md section 1). It round-trips through plain dicts, JSON and TOML. Building one
 from data checks only shapes and types (unknown keys, text where a number belongs);
-``Recipe.validate()`` checks the meaning and returns every problem at once. The defaults are the
-tiny CPU demo.
+``engine.validation.validate(recipe)`` checks the meaning and returns every problem at once. The
+defaults are the tiny CPU demo.
 """
 
 from __future__ import annotations
@@ -231,7 +231,8 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole run. Build with ``Recipe.from_dict`` / ``load``; check with ``validate()``."""
+    """A whole run. Build with ``Recipe.from_dict`` / ``load``; check with
+    ``engine.validation.validate``."""
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "the model"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "the prompts"})
@@ -314,14 +315,6 @@ class Recipe:
         if path.suffix not in (".toml", ".json"):
             raise RecipeError([Problem("recipe", f"{path} is neither .toml nor .json: rename it")])
         path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json(), "utf-8")
-
-    def validate(self) -> list[Problem]:
-        """Every problem with this recipe, each naming its field and the fix; empty when valid."""
-        # Imported here: the validator needs the reward registry, whose package imports this
-        # module for RewardSpec.
-        from engine.validation import validate
-
-        return validate(self)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:

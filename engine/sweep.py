@@ -43,7 +43,7 @@ from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.rollout.types import RolloutResult
 from engine.trainer import Trainer, rollout_conditionings
-from engine.validation import check_paths, divisors
+from engine.validation import check_paths, divisors, validate
 
 SCHEMA_VERSION = 1
 #: Samples at two sizes agree when their images differ by at most this many uint8 levels and
@@ -214,7 +214,7 @@ def sweep_sizes(recipe: Recipe, sizes: Sequence[int] | None, rollouts: int) -> t
     Raises ``RecipeError`` naming the recipe's problems, each size that does not divide the
     group and a ``rollouts`` below 1, all at once.
     """
-    problems = recipe.validate() + check_paths(recipe)
+    problems = validate(recipe) + check_paths(recipe)
     if problems:
         raise RecipeError(problems)
     group = recipe.layout.n_samples_per_prompt
