@@ -18,7 +18,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from engine.events import decode_float, encode_float
+from engine.plain import decode_float, encode_float
 
 #: The columns, in order: train metrics, then the rollout's and the evaluation's rewards.
 COLUMNS = (
