@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from time import time as _now
-from typing import Any, ClassVar, Literal, get_args, get_origin
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 import numpy.typing as npt
@@ -168,13 +168,11 @@ class RolloutFinished(Event):
     groups: tuple[PromptGroup, ...]
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
-class TrainStepFinished(Event):
-    """An optimizer step; ``step`` counts the steps taken including this one (1 for the first)."""
+class StepMetrics(NamedTuple):
+    """One optimizer step's numbers (means over its samples and stochastic steps), as the trainer
+    returns them: the one list of train metrics, which ``TrainStepFinished`` and the metrics table
+    (``engine.metrics_table``) take theirs from."""
 
-    type: ClassVar[str] = "train_step_finished"
-    step: int
-    rollout_index: int
     loss: float
     policy_loss: float
     kl: float
@@ -184,6 +182,30 @@ class TrainStepFinished(Event):
     ratio_max: float
     grad_norm: float
     lr: float
+
+
+_E = TypeVar("_E", bound=Event)
+
+
+def _with_step_metrics(cls: type[_E]) -> type[_E]:
+    """``cls`` with a field of its own per ``StepMetrics`` field, in that order, after those it
+    declares; ``dataclass`` then makes them its fields (flat in the plain data: ``loss``, ...)."""
+    cls.__annotations__.update(get_type_hints(StepMetrics))
+    return cls
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+@_with_step_metrics
+class TrainStepFinished(Event):
+    """An optimizer step; ``step`` counts the steps taken including this one (1 for the first).
+
+    Its metrics are fields of its own, one per ``StepMetrics`` field (``loss``, ``kl``, ...):
+    ``TrainStepFinished(step=s, rollout_index=r, **metrics._asdict())``.
+    """
+
+    type: ClassVar[str] = "train_step_finished"
+    step: int
+    rollout_index: int
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
