@@ -21,6 +21,7 @@ from engine.precision import DTYPES
 from engine.presets import PRESETS
 from engine.problems import RecipeError
 from engine.recipe import Recipe
+from engine.validation import validate
 
 EXIT_INVALID = 2
 
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:
     except OSError as error:
         print(f"cannot read the recipe: {error}", file=out)
         return EXIT_INVALID
-    problems = recipe.validate()
+    problems = validate(recipe)
     if problems:
         return _report(RecipeError(problems), out)
     if args.command == "validate":

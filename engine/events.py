@@ -9,30 +9,29 @@ Images are uint8 numpy arrays [H, W, 3] in memory. In plain data they become
 and dependency-free. A sink that stores images elsewhere (the web side writes files under media)
 passes its own ``encode_image`` to ``to_dict`` (e.g. returning a URL) and the matching
 ``decode_image`` to ``from_dict``. Non-finite floats (a diverged loss) become the strings "NaN",
-"Infinity" and "-Infinity", so the JSON stays strict and a browser can parse it.
+"Infinity" and "-Infinity", so the JSON stays strict and a browser can parse it (the conversion
+is ``engine.plain``'s).
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import math
-import types
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from time import time as _now
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
 
 import numpy as np
 import numpy.typing as npt
+
+from engine.plain import field_hints, from_plain, to_plain
 
 SCHEMA_VERSION = 1
 
 Image = npt.NDArray[np.uint8]
 ImageEncoder = Callable[[Image], Any]
 ImageDecoder = Callable[[Any], Image]
-
-_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def encode_image(image: Image) -> dict[str, Any]:
@@ -57,7 +56,7 @@ class Record:
     value equality (dataclass equality would compare image arrays ambiguously)."""
 
     def __post_init__(self) -> None:
-        for name, hint in _hints(type(self)).items():
+        for name, hint in field_hints(type(self)).items():
             value = getattr(self, name)
             if get_origin(hint) is Literal and value not in get_args(hint):
                 raise ValueError(f"{name}={value!r} is not one of {get_args(hint)}")
@@ -66,7 +65,7 @@ class Record:
 
     def to_dict(self, encode_image: ImageEncoder = encode_image) -> dict[str, Any]:
         """Plain JSON-ready data; images go through ``encode_image``."""
-        data: dict[str, Any] = _encode(self, encode_image)
+        data: dict[str, Any] = to_plain(self, encode_array=encode_image)
         return data
 
     def __eq__(self, other: object) -> bool:
@@ -110,9 +109,7 @@ class Event(Record):
                 f"{kind} event has schema_version {version!r}; this code reads {cls.schema_version}"
             )
         body = {k: v for k, v in data.items() if k not in ("type", "schema_version")}
-        event = _decode(body, cls, decode_image)
-        assert isinstance(event, Event)
-        return event
+        return from_plain(cls, body, decode_array=decode_image)
 
     def to_json(self) -> str:
         """One strict-JSON line (no NaN literals), as the headless CLI writes to JSONL."""
@@ -171,13 +168,11 @@ class RolloutFinished(Event):
     groups: tuple[PromptGroup, ...]
 
 
-@dataclass(frozen=True, kw_only=True, eq=False)
-class TrainStepFinished(Event):
-    """An optimizer step; ``step`` counts the steps taken including this one (1 for the first)."""
+class StepMetrics(NamedTuple):
+    """One optimizer step's numbers (means over its samples and stochastic steps), as the trainer
+    returns them: the one list of train metrics, which ``TrainStepFinished`` and the metrics table
+    (``engine.metrics_table``) take theirs from."""
 
-    type: ClassVar[str] = "train_step_finished"
-    step: int
-    rollout_index: int
     loss: float
     policy_loss: float
     kl: float
@@ -187,6 +182,30 @@ class TrainStepFinished(Event):
     ratio_max: float
     grad_norm: float
     lr: float
+
+
+_E = TypeVar("_E", bound=Event)
+
+
+def _with_step_metrics(cls: type[_E]) -> type[_E]:
+    """``cls`` with a field of its own per ``StepMetrics`` field, in that order, after those it
+    declares; ``dataclass`` then makes them its fields (flat in the plain data: ``loss``, ...)."""
+    cls.__annotations__.update(get_type_hints(StepMetrics))
+    return cls
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+@_with_step_metrics
+class TrainStepFinished(Event):
+    """An optimizer step; ``step`` counts the steps taken including this one (1 for the first).
+
+    Its metrics are fields of its own, one per ``StepMetrics`` field (``loss``, ``kl``, ...):
+    ``TrainStepFinished(step=s, rollout_index=r, **metrics._asdict())``.
+    """
+
+    type: ClassVar[str] = "train_step_finished"
+    step: int
+    rollout_index: int
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -273,18 +292,6 @@ class RunEnded(Event):
     error: str | None = None
 
 
-_HINTS: dict[str, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    """Field types of a record class, resolved once per class."""
-    key = f"{cls.__module__}.{cls.__qualname__}"
-    if key not in _HINTS:
-        hints = get_type_hints(cls)
-        _HINTS[key] = {f.name: hints[f.name] for f in fields(cls)}
-    return _HINTS[key]
-
-
 def _check_image(name: str, image: Any) -> None:
     if not (
         isinstance(image, np.ndarray)
@@ -297,58 +304,3 @@ def _check_image(name: str, image: Any) -> None:
             f"{name} must be a uint8 array [H, W, 3], not {type(image).__name__} "
             f"{getattr(image, 'dtype', '')} {shape}"
         )
-
-
-def encode_float(value: float) -> float | str:
-    """``value`` as strict JSON takes it: a non-finite float as "NaN", "Infinity", "-Infinity"."""
-    if math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
-def decode_float(value: float | str) -> float:
-    """The inverse of ``encode_float``."""
-    return _NON_FINITE[value] if isinstance(value, str) else float(value)
-
-
-def _encode(value: Any, encode_image: ImageEncoder) -> Any:
-    if isinstance(value, Record):
-        return {
-            f.name: _encode(getattr(value, f.name), encode_image)
-            for f in fields(value)  # type: ignore[arg-type]
-        }
-    if isinstance(value, np.ndarray):
-        return encode_image(value)
-    if isinstance(value, list | tuple):
-        return [_encode(item, encode_image) for item in value]
-    if isinstance(value, Mapping):
-        return {str(key): _encode(item, encode_image) for key, item in value.items()}
-    if isinstance(value, np.generic):
-        return _encode(value.item(), encode_image)
-    if isinstance(value, float):
-        return encode_float(value)
-    return value
-
-
-def _decode(value: Any, hint: Any, decode_image: ImageDecoder) -> Any:
-    origin, args = get_origin(hint), get_args(hint)
-    if hint == Image:
-        return decode_image(value)
-    if is_dataclass(hint) and isinstance(hint, type):
-        known = _hints(hint)
-        unknown = set(value) - set(known)
-        if unknown:
-            raise ValueError(f"{hint.__name__} has no fields {sorted(unknown)}")
-        return hint(**{k: _decode(v, known[k], decode_image) for k, v in value.items()})
-    if origin in (Union, types.UnionType):
-        if value is None:
-            return None
-        (inner,) = [arg for arg in args if arg is not type(None)]
-        return _decode(value, inner, decode_image)
-    if origin is tuple:
-        return tuple(_decode(item, args[0], decode_image) for item in value)
-    if origin is dict:
-        return {key: _decode(item, args[1], decode_image) for key, item in value.items()}
-    if hint is float:
-        return decode_float(value)
-    return value

@@ -15,6 +15,7 @@ from engine.families import FAMILIES
 from engine.memory_plan import memory_plan
 from engine.problems import RecipeError
 from engine.recipe import Recipe
+from engine.validation import validate
 
 SEED_MODULUS = 2**31
 
@@ -87,7 +88,7 @@ def layout(recipe: Recipe, rollout_index: int = 0) -> Layout:
     Raises ``RecipeError`` with the recipe's problems if it is not valid: every division below is
     exact only because validation checked it.
     """
-    problems = recipe.validate()
+    problems = validate(recipe)
     if problems:
         raise RecipeError(problems)
     lay, sampler = recipe.layout, recipe.sampler

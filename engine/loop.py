@@ -71,7 +71,7 @@ from engine.steps import (
     update,
 )
 from engine.trainer import Replay, StepMetrics, Trainer
-from engine.validation import check_paths
+from engine.validation import check_paths, validate
 from engine.world import Status, Stopped, World, world_for
 
 logger = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def _setup(
     context: DistContext | None,
     resources: ExitStack,
 ) -> _Run:
-    problems = recipe.validate() + check_paths(recipe)
+    problems = validate(recipe) + check_paths(recipe)
     if problems:
         raise RecipeError(problems)
     prompts = load_prompts(recipe.data)

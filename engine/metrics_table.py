@@ -18,26 +18,13 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from engine.events import decode_float, encode_float
+from engine.events import StepMetrics
+from engine.plain import decode_float, encode_float
 
+#: A train step's columns: its step, the rollout it trained on, and its ``StepMetrics``.
+_TRAIN = ("step", "rollout_index", *StepMetrics._fields)
 #: The columns, in order: train metrics, then the rollout's and the evaluation's rewards.
-COLUMNS = (
-    "step",
-    "rollout_index",
-    "loss",
-    "policy_loss",
-    "kl",
-    "clip_fraction",
-    "ratio_mean",
-    "ratio_min",
-    "ratio_max",
-    "grad_norm",
-    "lr",
-    "reward_mean",
-    "reward_std",
-    "eval_reward_mean",
-)
-_TRAIN = COLUMNS[:11]
+COLUMNS = (*_TRAIN, "reward_mean", "reward_std", "eval_reward_mean")
 
 
 def metric_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ import torch
 
 from engine import distributed, events
 from engine.recipe import Recipe
+from engine.validation import validate
 
 Sink = Callable[[events.Event], None]
 StopCheck = Callable[[], str | None]
@@ -87,7 +88,7 @@ def train(
 
     count = recipe.layout.num_gpus if nproc is None else nproc
     # An invalid recipe fails the same way in any number of ranks: report it without starting any.
-    if count == 1 or recipe.validate():
+    if count == 1 or validate(recipe):
         return run(recipe, sink, should_stop, out_dir=out_dir, model_dir=model_dir)
     problem = rank_problem(recipe, count)
     if problem is not None:

@@ -3,8 +3,8 @@
 A ``Recipe`` holds a model, data, rewards, layout, sampler, optimiser, run and rollout section
 (names as in DESIGN.md section 1). It round-trips through plain dicts, JSON and TOML. Building one
 from data checks only shapes and types (unknown keys, text where a number belongs);
-``Recipe.validate()`` checks the meaning and returns every problem at once. The defaults are the
-tiny CPU demo.
+``engine.validation.validate(recipe)`` checks the meaning and returns every problem at once. The
+defaults are the tiny CPU demo.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, get_args, get_origin
 
 import tomli_w
 
+from engine.plain import field_hints, to_plain
 from engine.problems import Problem, RecipeError
 
 #: Settings that recipes no longer hold, each with where its value comes from now. A recipe that
@@ -231,7 +232,8 @@ class RolloutConfig:
 
 @dataclass(frozen=True)
 class Recipe:
-    """A whole run. Build with ``Recipe.from_dict`` / ``load``; check with ``validate()``."""
+    """A whole run. Build with ``Recipe.from_dict`` / ``load``; check with
+    ``engine.validation.validate``."""
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"doc": "the model"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "the prompts"})
@@ -263,8 +265,9 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain data (dicts, lists, numbers, text, None) that ``from_dict`` accepts."""
-        result = _plain(self)
-        assert isinstance(result, dict)
+        # Non-finite floats stay floats: the recipe's JSON and TOML forms write them as numbers
+        # (NaN, inf), which is what ``from_dict`` reads back.
+        result: dict[str, Any] = to_plain(self, nonfinite_as_text=False)
         return result
 
     @classmethod
@@ -315,14 +318,6 @@ class Recipe:
             raise RecipeError([Problem("recipe", f"{path} is neither .toml nor .json: rename it")])
         path.write_text(self.to_toml() if path.suffix == ".toml" else self.to_json(), "utf-8")
 
-    def validate(self) -> list[Problem]:
-        """Every problem with this recipe, each naming its field and the fix; empty when valid."""
-        # Imported here: the validator needs the reward registry, whose package imports this
-        # module for RewardSpec.
-        from engine.validation import validate
-
-        return validate(self)
-
 
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Plain recipe data (``Recipe.to_dict()``) as {dotted path: value}, lists kept whole."""
@@ -338,7 +333,7 @@ def settings() -> Iterator[tuple[str, Field[Any]]]:
     """Every setting's dotted path (``rewards[].name`` for a reward's) and its field."""
     for section in fields(Recipe):
         yield section.name, section
-        section_type = get_type_hints(Recipe)[section.name]
+        section_type = field_hints(Recipe)[section.name]
         if is_dataclass(section_type):
             for leaf in fields(section_type):
                 yield f"{section.name}.{leaf.name}", leaf
@@ -391,14 +386,6 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _plain(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, tuple):
-        return [_plain(item) for item in value]
-    return value
-
-
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _drop_none(item) for key, item in value.items() if item is not None}
@@ -424,8 +411,8 @@ def _parse(cls: type, data: Any, path: str, problems: list[Problem]) -> Any:
             Problem(where, f"{where} must be a table of settings, not {_describe(data)}")
         )
         return _INVALID
-    hints = get_type_hints(cls)
-    known = [f.name for f in fields(cls)]
+    hints = field_hints(cls)
+    known = list(hints)
     for key in data:
         if key not in known:
             name = printable(str(key))

@@ -19,19 +19,19 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
-from engine.events import decode_float, encode_float
 from engine.health import phase_seconds
 from engine.memory import MemoryProbe
 from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
 from engine.overrides import apply_overrides
+from engine.plain import from_plain, to_plain
 from engine.policy import Policy
 from engine.precision import resolved_checkpointing, resolved_dtype
 from engine.problems import Problem, RecipeError, or_list
@@ -41,7 +41,7 @@ from engine.rewards import Reward, build_rewards
 from engine.rollout.in_process import InProcessBackend
 from engine.steps import Scoring, draw_requests, rollout_advantages, update
 from engine.trainer import Trainer
-from engine.validation import check_paths, divisors
+from engine.validation import check_paths, divisors, validate
 from engine.world import OneProcess
 
 SCHEMA_VERSION = 1
@@ -129,24 +129,13 @@ class SweepRow:
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-ready data, as in ``SweepReport.to_dict``."""
-        plain: dict[str, Any] = _plain(asdict(self))
+        plain: dict[str, Any] = to_plain(self)
         return plain
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepRow:
-        replay = data["replay_max_deviation"]
-        return cls(
-            **{
-                **data,
-                "images_per_second": decode_float(data["images_per_second"]),
-                "dit_forwards_per_second": decode_float(data["dit_forwards_per_second"]),
-                "end_to_end_images_per_second": decode_float(data["end_to_end_images_per_second"]),
-                "iteration_seconds": decode_float(data["iteration_seconds"]),
-                "phase_seconds": {k: decode_float(v) for k, v in data["phase_seconds"].items()},
-                "max_log_prob_diff": decode_float(data["max_log_prob_diff"]),
-                "replay_max_deviation": None if replay is None else decode_float(replay),
-            }
-        )
+        """Inverse of ``to_dict``."""
+        return from_plain(cls, data)
 
 
 @dataclass(frozen=True)
@@ -180,8 +169,7 @@ class SweepReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Strict-JSON-ready data (non-finite floats as "NaN", "Infinity", "-Infinity")."""
-        plain: dict[str, Any] = _plain({"schema_version": SCHEMA_VERSION, **asdict(self)})
-        return plain
+        return {"schema_version": SCHEMA_VERSION, **to_plain(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SweepReport:
@@ -191,20 +179,7 @@ class SweepReport:
                 f"sweep report schema_version {data.get('schema_version')!r}; "
                 f"this code reads {SCHEMA_VERSION}"
             )
-        return cls(
-            recipe=dict(data["recipe"]),
-            sizes=tuple(data["sizes"]),
-            rollouts=data["rollouts"],
-            update=data["update"],
-            memory_source=data["memory_source"],
-            image_tolerance=data["image_tolerance"],
-            log_prob_tolerance=decode_float(data["log_prob_tolerance"]),
-            machine=Machine(**data["machine"]),
-            rows=tuple(SweepRow.from_dict(row) for row in data["rows"]),
-            within_tolerance=tuple(data["within_tolerance"]),
-            best_size=data["best_size"],
-            created=decode_float(data["created"]),
-        )
+        return from_plain(cls, {k: v for k, v in data.items() if k != "schema_version"})
 
 
 def sweep_sizes(recipe: Recipe, sizes: Sequence[int] | None, rollouts: int) -> tuple[int, ...]:
@@ -213,7 +188,7 @@ def sweep_sizes(recipe: Recipe, sizes: Sequence[int] | None, rollouts: int) -> t
     Raises ``RecipeError`` naming the recipe's problems, each size that does not divide the
     group and a ``rollouts`` below 1, all at once.
     """
-    problems = recipe.validate() + check_paths(recipe)
+    problems = validate(recipe) + check_paths(recipe)
     if problems:
         raise RecipeError(problems)
     group = recipe.layout.n_samples_per_prompt
@@ -439,13 +414,3 @@ def sample_differences(reference: Samples, samples: Samples) -> Differences:
         gaps.append(float(gap.max()) if gap.numel() else 0.0)
     log_prob_diff = math.nan if any(math.isnan(g) for g in gaps) else max(gaps)
     return Differences(image_diff, log_prob_diff, same)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    if isinstance(value, float):
-        return encode_float(value)
-    return value

@@ -28,6 +28,7 @@ import torch
 
 from engine import distributed
 from engine.distributed import DistContext
+from engine.events import StepMetrics
 from engine.models.base import FlowModel
 from engine.models.conditioning import Conditioning
 from engine.policy import Policy
@@ -35,20 +36,6 @@ from engine.recipe import Recipe
 from engine.rollout.steps import stochastic_step
 from engine.rollout.types import RolloutResult
 from engine.sde import kl_divergence
-
-
-class StepMetrics(NamedTuple):
-    """One optimizer step's numbers (means over its samples and stochastic steps)."""
-
-    loss: float
-    policy_loss: float
-    kl: float
-    clip_fraction: float
-    ratio_mean: float
-    ratio_min: float
-    ratio_max: float
-    grad_norm: float
-    lr: float
 
 
 class Replay(NamedTuple):

@@ -1,8 +1,8 @@
 """The one recipe validator: every rule, every problem at once, each naming its field and fix.
 
-The form, the REST API and the CLI all call ``validate`` (through ``Recipe.validate``); none
-re-implements a rule. Rules that depend on a setting another rule rejected are skipped, so one
-mistake is reported once rather than echoed by every rule downstream of it.
+The form, the REST API and the CLI all call ``validate``; none re-implements a rule. Rules that
+depend on a setting another rule rejected are skipped, so one mistake is reported once rather
+than echoed by every rule downstream of it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from engine.egress import REFUSED
@@ -21,11 +21,10 @@ from engine.families import FAMILIES
 from engine.memory_fit import memory_problems
 from engine.precision import DTYPES, OFFLOADS
 from engine.problems import Problem, RecipeError, or_list
+from engine.prompts import load_prompts
+from engine.recipe import Recipe
 from engine.rewards.ocr import ocr_prompt_problems, unquoted_prompts
 from engine.rewards.registry import reward_entry, reward_names, reward_path
-
-if TYPE_CHECKING:
-    from engine.recipe import Recipe
 
 #: Above this Flow-GRPO noise level the first step's mean coefficient on x, 1 - a^2 / 2 at t = 1,
 #: turns negative and the step flips the sign of the latent.
@@ -144,8 +143,6 @@ def check_paths(recipe: Recipe, root: str | Path | None = None) -> list[Problem]
 
 def _dataset_problems(recipe: Recipe, base: Path) -> list[Problem]:
     """A dataset that cannot be read, or whose prompts the OCR reward cannot score."""
-    from engine.prompts import load_prompts
-
     try:
         prompts = load_prompts(recipe.data, base)
     except RecipeError as error:

@@ -6,15 +6,8 @@ registry only when built, so importing this package loads no model.
 
 from engine.rewards.base import Reward, RewardOutput, check_batch
 from engine.rewards.combine import WeightedSum, build_rewards
-from engine.rewards.registry import (
-    RewardEntry,
-    build_reward,
-    register_reward,
-    reward_entry,
-    reward_names,
-    reward_path,
-    unregister_reward,
-)
+from engine.rewards.entries import RewardEntry, register_reward, unregister_reward
+from engine.rewards.registry import build_reward, reward_entry, reward_names, reward_path
 from engine.rewards.scorer import RewardScorer, ScoredBatch, ScoredRollout
 
 __all__ = [

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from importlib.metadata import EntryPoint, entry_points
 
-from engine.rewards.registry import RewardEntry, register_reward, reward_names
+from engine.rewards.entries import RewardEntry, register_reward, registered_names
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +38,14 @@ def discover_rewards() -> list[str]:
     skipped with a warning rather than allowed to replace it.
     """
     global _discovered
-    # Set first: reward_names() below would otherwise start discovery again.
+    # Set first: a plugin's module that looks rewards up while it loads must not start
+    # discovery again.
     _discovered = True
     added = []
     for point in entry_points(group=ENTRY_POINT_GROUP):
         if _REGISTERED.get(point.name) == point.value:
             continue
-        if point.name in reward_names():
+        if point.name in registered_names():
             log.warning(
                 "reward plugin %s = %s is ignored: the name '%s' is already taken",
                 point.name,

@@ -3,82 +3,43 @@
 A recipe names rewards; the registry turns a name into a ``Reward``. Entries hold their factory
 as a ``"module:attribute"`` string, imported only when the reward is built, so that validating a
 recipe never imports a reward's heavy dependencies (OCR engines, CLIP). Installed packages add
-rewards through entry points (``engine.rewards.plugins``), discovered on the first look-up.
+rewards through entry points (``engine.rewards.plugins``), discovered on the first look-up. The
+table both write to is ``engine.rewards.entries``.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from engine.rewards.base import Reward
-
-RewardFactory = Callable[..., Reward]
-
-
-@dataclass(frozen=True)
-class RewardEntry:
-    """One registered reward.
-
-    ``factory`` is called with no argument, or with the local weights directory when
-    ``needs_path`` is true; either the callable itself or its ``"module:attribute"`` address.
-    """
-
-    #: The name a recipe uses.
-    name: str
-    #: Builds the reward: a callable or its ``"module:attribute"`` address, imported lazily.
-    factory: str | RewardFactory
-    #: One line for forms and ``--help``.
-    description: str
-    #: Whether the factory takes the local weights directory.
-    needs_path: bool = False
-    #: Environment variable giving the weights directory when the recipe leaves the path empty.
-    path_setting: str | None = None
-
-
-_REGISTRY: dict[str, RewardEntry] = {}
-
-
-def register_reward(
-    name: str,
-    factory: str | RewardFactory,
-    *,
-    description: str,
-    needs_path: bool = False,
-    path_setting: str | None = None,
-) -> None:
-    """Add a reward under ``name``; raises ``ValueError`` if the name is taken."""
-    if name in _REGISTRY:
-        raise ValueError(f"a reward named '{name}' is already registered")
-    _REGISTRY[name] = RewardEntry(name, factory, description, needs_path, path_setting)
-
-
-def unregister_reward(name: str) -> None:
-    """Remove a reward (for plugins and tests that register their own)."""
-    del _REGISTRY[name]
+from engine.rewards.entries import (
+    RewardEntry,
+    RewardFactory,
+    register_reward,
+    registered,
+    registered_names,
+)
+from engine.rewards.plugins import discover_rewards_once, plugin_failure
 
 
 def reward_names() -> list[str]:
     """Every registered name, sorted, those of installed plugins included."""
-    _discover_once()
-    return sorted(_REGISTRY)
+    discover_rewards_once()
+    return registered_names()
 
 
 def reward_entry(name: str) -> RewardEntry:
     """The entry for ``name``; raises ``KeyError`` naming the known rewards."""
-    _discover_once()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        from engine.rewards.plugins import plugin_failure
-
-        failure = plugin_failure(name)
-        if failure is not None:
-            raise KeyError(f"reward '{name}' comes from a plugin that failed: {failure}") from None
-        known = ", ".join(reward_names())
-        raise KeyError(f"no reward named '{name}': use one of {known}") from None
+    discover_rewards_once()
+    entry = registered(name)
+    if entry is not None:
+        return entry
+    failure = plugin_failure(name)
+    if failure is not None:
+        raise KeyError(f"reward '{name}' comes from a plugin that failed: {failure}")
+    known = ", ".join(reward_names())
+    raise KeyError(f"no reward named '{name}': use one of {known}")
 
 
 def reward_path(name: str, path: str | None = None) -> str | None:
@@ -104,13 +65,6 @@ def build_reward(name: str, path: str | None = None) -> Reward:
         )
     factory = _resolve(entry) if isinstance(entry.factory, str) else entry.factory
     return factory(path) if entry.needs_path else factory()
-
-
-def _discover_once() -> None:
-    # Imported here: the plugins module registers through this one.
-    from engine.rewards.plugins import discover_rewards_once
-
-    discover_rewards_once()
 
 
 def _resolve(entry: RewardEntry) -> RewardFactory:

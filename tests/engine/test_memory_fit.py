@@ -10,14 +10,15 @@ import pytest
 from engine.memory_plan import memory_plan
 from engine.overrides import apply_overrides
 from engine.presets import preset
+from engine.validation import validate
 from tests.engine.models import tiny_pipelines
 
 FIX = re.compile(r"(?:, |: |^ )([^,(]+?) \(-(\d+\.\d) GB\)")
 
 
 def memory_problem(recipe):
-    found = [p for p in recipe.validate() if p.field == "layout.gpu_memory_gb"]
-    assert len(found) == 1, recipe.validate()
+    found = [p for p in validate(recipe) if p.field == "layout.gpu_memory_gb"]
+    assert len(found) == 1, validate(recipe)
     return found[0].message
 
 
@@ -69,7 +70,7 @@ def test_an_oversize_recipe_lists_the_fixes_in_order_of_cost():
     fitted = check_savings(recipe, found, changes)
     assert message.endswith(f", which needs {fitted:.1f} GB") and fitted <= 40
     every = {key: value for change in changes for key, value in change.items()}
-    assert apply_overrides(recipe, every).validate() == []
+    assert validate(apply_overrides(recipe, every)) == []
 
 
 def test_more_gpus_cost_less_than_a_change_of_precision():
@@ -154,7 +155,7 @@ def test_what_cannot_fit_says_so():
 
 def test_every_preset_passes_the_rule():
     for name in ("ocr-qwen-image-2gpu", "pickscore-qwen-image-4gpu", "ocr-sd35", "tiny-color"):
-        assert [p for p in preset(name).validate() if p.field == "layout.gpu_memory_gb"] == []
+        assert [p for p in validate(preset(name)) if p.field == "layout.gpu_memory_gb"] == []
 
 
 @pytest.mark.parametrize("budget", [0.0, -80.0, float("nan")])
@@ -171,7 +172,7 @@ def test_the_rule_waits_for_valid_layout_settings():
     recipe = apply_overrides(
         preset("ocr-qwen-image-2gpu"), {"diffusion_microgroup_size": 3, "gpu_memory_gb": 2}
     )
-    fields = [p.field for p in recipe.validate()]
+    fields = [p.field for p in validate(recipe)]
     assert fields == ["layout.diffusion_microgroup_size"]
 
 
@@ -179,6 +180,6 @@ def test_unbuildable_configs_at_model_path_are_a_model_path_problem(tmp_path):
     directory = tiny_pipelines.save_sd3(tmp_path / "sd3")
     (directory / "transformer" / "config.json").write_text("[]")
     recipe = apply_overrides(preset("ocr-sd35"), {"model.path": str(directory)})
-    problems = {p.field: p.message for p in recipe.validate()}
+    problems = {p.field: p.message for p in validate(recipe)}
     assert problems["model.path"].startswith("the memory plan cannot read model.path: ")
     assert "transformer/config.json is not a JSON object" in problems["model.path"]

@@ -4,7 +4,7 @@ import pytest
 
 from engine.presets import PRESETS, preset
 from engine.recipe import RewardSpec
-from engine.validation import check_paths
+from engine.validation import check_paths, validate
 
 QWEN = [
     "ocr-qwen-image-2gpu",
@@ -24,7 +24,7 @@ def test_the_presets():
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_is_valid(name):
-    assert PRESETS[name].recipe.validate() == []
+    assert validate(PRESETS[name].recipe) == []
 
 
 def test_tiny_color_is_the_cpu_demo_and_needs_no_files(tmp_path):

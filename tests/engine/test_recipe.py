@@ -9,10 +9,11 @@ import pytest
 from engine.presets import PRESETS
 from engine.problems import RecipeError
 from engine.recipe import LayoutConfig, ModelConfig, Recipe, RewardSpec, field_docs
+from engine.validation import validate
 
 
 def test_defaults_are_a_valid_recipe():
-    assert Recipe().validate() == []
+    assert validate(Recipe()) == []
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

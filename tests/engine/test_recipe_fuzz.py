@@ -12,6 +12,7 @@ from engine.layout import layout
 from engine.overrides import apply_overrides, vocabulary
 from engine.problems import RecipeError
 from engine.recipe import Recipe
+from engine.validation import validate
 
 JSON = st.recursive(
     st.none()
@@ -37,7 +38,7 @@ def _survives(build: Any) -> None:
     except RecipeError as error:
         assert error.problems and all(p.field and p.message for p in error.problems)
         return
-    problems = recipe.validate()
+    problems = validate(recipe)
     assert all(p.field and p.message for p in problems)
     if not problems:
         layout(recipe)

@@ -17,6 +17,7 @@ from engine.layout import layout
 from engine.overrides import apply_overrides
 from engine.problems import RecipeError
 from engine.recipe import RETIRED, Recipe, drop_retired, field_docs, settings
+from engine.validation import validate
 
 
 def problems_of(data: dict[str, Any]) -> dict[str, str]:
@@ -29,7 +30,7 @@ def problems_of(data: dict[str, Any]) -> dict[str, str]:
 def all_problems(data: dict[str, Any]) -> dict[str, list[str]]:
     """{field: [message, ...]} of building and validating ``data``."""
     try:
-        problems = Recipe.from_dict(data).validate()
+        problems = validate(Recipe.from_dict(data))
     except RecipeError as error:
         problems = list(error.problems)
     found: dict[str, list[str]] = {}
@@ -163,7 +164,7 @@ def test_an_absurd_layout_is_refused_in_constant_time_and_memory() -> None:
     recipe = Recipe.from_dict(huge)
     tracemalloc.start()
     try:
-        found = {p.field for p in recipe.validate()}
+        found = {p.field for p in validate(recipe)}
         with pytest.raises(RecipeError):
             layout(recipe)
         _, peak = tracemalloc.get_traced_memory()
@@ -235,7 +236,7 @@ def test_a_recipe_file_with_a_surrogate_is_reported_by_the_cli(tmp_path: Path) -
 def test_replace_keeps_bounds_checkable() -> None:
     # Code that builds recipes directly (sweeps, tests) is held to the same bounds.
     recipe = replace(Recipe(), layout=replace(Recipe().layout, num_gpus=1025))
-    assert {p.field for p in recipe.validate()} >= {"layout.num_gpus"}
+    assert {p.field for p in validate(recipe)} >= {"layout.num_gpus"}
 
 
 def test_the_recipes_doc_lists_every_bound() -> None:

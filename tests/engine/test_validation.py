@@ -6,7 +6,7 @@ import pytest
 
 from engine.overrides import apply_overrides
 from engine.recipe import Recipe
-from engine.validation import check_paths, divisors
+from engine.validation import check_paths, divisors, validate
 
 # The defaults (the tiny demo) are valid: P=4, G=4, M=4, 1 step per rollout, 1 GPU, tiles of
 # 4 samples x 1 step, 8 denoising steps, window 2 starting in 0..4, 32 x 32 px, tiny family.
@@ -15,7 +15,7 @@ from engine.validation import check_paths, divisors
 def problems(**overrides):
     """Field -> message for the defaults with ``overrides`` applied."""
     recipe = apply_overrides(Recipe(), overrides)
-    return {p.field: p.message for p in recipe.validate()}
+    return {p.field: p.message for p in validate(recipe)}
 
 
 # (overrides, field, message): each rule's failing case.

@@ -22,6 +22,7 @@ from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError
 from engine.recipe import Recipe
+from engine.validation import validate
 from webapp.runs.models import Run, Tag
 from webapp.runs.paths import path_problems
 from webapp.runs.quota import check_run_quota
@@ -61,7 +62,7 @@ def build_recipe(*, preset: str | None = None, recipe: Any = None, overrides: An
                 [Problem("overrides", "overrides must be a JSON object of name: value")]
             )
         base = apply_overrides(base, overrides)
-    problems = [*base.validate(), *path_problems(base)]
+    problems = [*validate(base), *path_problems(base)]
     if problems:
         raise RecipeError(problems)
     return base
