@@ -21,7 +21,10 @@ from django.views.static import serve
 
 from engine.presets import PRESETS
 from webapp.runs import housekeeping, queue, services
+from webapp.runs.compare import recipe_differences
+from webapp.runs.export_views import export_context
 from webapp.runs.forms import NewRunForm, human_bytes
+from webapp.runs.metrics import run_metrics
 from webapp.runs.models import MAX_ID, ApiToken, Run, Sample, Tag
 from webapp.runs.paths import run_media_file
 from webapp.runs.quota import RateLimited
@@ -115,8 +118,6 @@ def _body_too_large(request: HttpRequest) -> str:
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The live page: a skeleton the browser fills from the run's socket."""
-    from webapp.runs.export_views import export_context
-
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
     return render(
         request,
@@ -241,9 +242,6 @@ def _step_param(request: HttpRequest, steps: list[int]) -> int:
 @require_GET
 def compare_runs(request: HttpRequest) -> HttpResponse:
     """Two or more runs side by side: recipe differences, reward curves, one prompt's groups."""
-    from webapp.runs.api import run_metrics
-    from webapp.runs.compare import recipe_differences
-
     try:
         ids = [int(i) for i in request.GET.getlist("ids") if i]
     except ValueError:
