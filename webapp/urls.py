@@ -8,5 +8,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("webapp.api_urls")),
     path("", include("webapp.runs.urls")),
+    path("", include("webapp.accounts.urls")),
     path("", include("webapp.core.urls")),
 ]

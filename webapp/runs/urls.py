@@ -35,6 +35,5 @@ urlpatterns = [
     path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
     path("sweeps/<int:sweep_id>/", sweep_views.sweep_detail, name="sweep-detail"),
     path("sweeps/<int:sweep_id>/launch/", sweep_views.launch_best, name="sweep-launch-best"),
-    path("tokens/", views.tokens, name="tokens"),
     path("media/runs/<int:run_id>/<path:path>", views.run_media, name="run-media"),
 ]

@@ -1,4 +1,4 @@
-"""Run pages: the list, the New run form, a run's page, API tokens, and run media.
+"""Run pages: the list, the New run form, a run's page, and run media.
 
 Every lookup goes through ``Run.objects.visible_to``: another user's run is a 404, on pages and
 media files alike. Media paths are checked by ``paths.run_media_file`` before any file is opened.
@@ -6,13 +6,11 @@ media files alike. Media paths are checked by ``paths.run_media_file`` before an
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Sum
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,7 +23,7 @@ from webapp.runs.compare import recipe_differences
 from webapp.runs.export_views import export_context
 from webapp.runs.forms import NewRunForm, human_bytes
 from webapp.runs.metrics import run_metrics
-from webapp.runs.models import MAX_ID, ApiToken, Run, Sample, Tag
+from webapp.runs.models import MAX_ID, Run, Sample, Tag
 from webapp.runs.paths import run_media_file
 from webapp.runs.quota import RateLimited
 
@@ -315,24 +313,6 @@ def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
     except (services.TransitionError, housekeeping.HousekeepingError, RateLimited) as error:
         messages.error(request, str(error))
     return redirect("run-detail-page", run.pk)
-
-
-@require_http_methods(["GET", "POST"])
-def tokens(request: HttpRequest) -> HttpResponse:
-    user: Any = request.user
-    created = None
-    if request.method == "POST":
-        if "revoke" in request.POST:
-            ApiToken.objects.filter(user=user, pk=request.POST.get("revoke") or 0).delete()
-            messages.info(request, "Token revoked.")
-            return HttpResponseRedirect(reverse("tokens"))
-        name = (request.POST.get("name") or "").strip()[:100] or "token"
-        _row, created = ApiToken.issue(user, name)
-    return render(
-        request,
-        "runs/tokens.html",
-        {"tokens": ApiToken.objects.filter(user=user), "created": created},
-    )
 
 
 @require_GET
