@@ -60,6 +60,8 @@ def reachable(url: str) -> bool:
 def measure(broker_url: str, backend: str, tmp: Path, rounds: int) -> list[float]:
     from celery import Celery
 
+    from webapp.core.worker import worker_command
+
     env = {
         **os.environ,
         "GROUPWISE_VAR_DIR": str(tmp),
@@ -71,22 +73,7 @@ def measure(broker_url: str, backend: str, tmp: Path, rounds: int) -> list[float
         [sys.executable, "manage.py", "migrate", "-v", "0"], cwd=REPO, env=env, check=True
     )
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "webapp",
-            "worker",
-            "--pool",
-            "solo",
-            "--concurrency",
-            "1",
-            "--queues",
-            "default",
-            "--loglevel",
-            "WARNING",
-        ],
+        worker_command("default", loglevel="WARNING"),
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -113,7 +113,7 @@ def credentials() -> tuple[str, str]:
     from django.contrib.auth.models import User
     from django.contrib.sessions.backends.db import SessionStore
 
-    from webapp.runs.models import ApiToken
+    from webapp.accounts.models import ApiToken
 
     user = User.objects.create_user(f"load-{time.time_ns()}")
     session = SessionStore()

@@ -7,7 +7,8 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from webapp.runs import api, sweep_api
+from webapp.runs import api
+from webapp.sweeps import api as sweep_api
 
 router = SimpleRouter()
 router.register("runs", api.RunViewSet, basename="api-run")

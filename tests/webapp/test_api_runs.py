@@ -13,7 +13,8 @@ from django.test import Client
 from django.utils import timezone
 
 from tests.webapp.personas import client_for, make_run
-from webapp.runs.models import ApiToken, Event, Run, Sample
+from webapp.accounts.models import ApiToken
+from webapp.runs.models import Event, Run, Sample
 
 pytestmark = pytest.mark.django_db
 

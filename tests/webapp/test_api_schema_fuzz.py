@@ -30,7 +30,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.webapp.personas import make_run
-from webapp.runs.models import ApiToken, Event, Run, Sample
+from webapp.accounts.models import ApiToken
+from webapp.runs.models import Event, Run, Sample
 
 CHECKS = [
     not_a_server_error,

@@ -25,8 +25,10 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from tests.webapp.personas import make_run
 from tests.webapp.test_runs_pages import form_data
+from webapp.accounts.models import ApiToken
 from webapp.routing import websocket_urlpatterns
-from webapp.runs.models import ApiToken, Run, Sweep
+from webapp.runs.models import Run
+from webapp.sweeps.models import Sweep
 
 PERSONAS = ("owner", "other", "staff", "anonymous")
 VALID = {"preset": "tiny-color", "overrides": {"max_steps": 3}}

@@ -11,8 +11,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from engine.presets import PRESETS
 from tests.webapp.personas import client_for, make_run
+from webapp.accounts.models import ApiToken
 from webapp.runs.forms import NewRunForm
-from webapp.runs.models import ApiToken, Run
+from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
 

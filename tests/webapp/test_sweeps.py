@@ -11,9 +11,11 @@ from django.utils import timezone
 
 from tests.webapp.personas import client_for, make_run
 from webapp.core.models import WorkerHeartbeat
-from webapp.runs.models import Run, Sweep
-from webapp.runs.sweep_views import parse_sizes
-from webapp.runs.sweeps import chart, fail_orphaned_sweeps
+from webapp.runs.models import Run
+from webapp.sweeps.charts import chart
+from webapp.sweeps.models import Sweep
+from webapp.sweeps.recovery import fail_orphaned_sweeps
+from webapp.sweeps.views import parse_sizes
 
 pytestmark = pytest.mark.django_db
 

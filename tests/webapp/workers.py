@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from celery import Celery
 from django.conf import settings
 
 from webapp.core.models import WorkerHeartbeat
+from webapp.core.worker import worker_command
 
 REPO = Path(__file__).resolve().parents[2]
 REDIS_BROKER = "redis://127.0.0.1:6379/15"
@@ -129,28 +129,16 @@ def start_worker(
     log_path = tmp_path / f"worker-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "webapp",
-                "worker",
-                "--pool",
-                "solo",
-                "--concurrency",
-                "1",
-                "--queues",
+            worker_command(
                 queues,
-                "--hostname",
-                name,
-                "--include",
-                "tests.webapp.worker_tasks",
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+                hostname=name,
+                options=(
+                    "--include",
+                    "tests.webapp.worker_tasks",
+                    "--without-mingle",
+                    "--without-gossip",
+                ),
+            ),
             cwd=REPO,
             env=env,
             stdout=log,

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from webapp.runs.models import ApiToken, Checkpoint, Event, Run, Sample
+from webapp.runs.models import Checkpoint, Event, Run, Sample
 
 
 @admin.register(Run)
@@ -24,9 +24,3 @@ class SampleAdmin(admin.ModelAdmin):
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
     list_display = ("run", "step", "path", "created_at")
-
-
-@admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "created_at", "last_used_at")
-    exclude = ("digest",)

@@ -7,8 +7,6 @@ form (both go through ``services.build_recipe``).
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from typing import Any
 
 from django.conf import settings
@@ -33,7 +31,8 @@ from engine.metrics_table import rows_as_json
 from engine.presets import PRESETS
 from engine.problems import RecipeError
 from webapp.runs import export_views, housekeeping, services
-from webapp.runs.models import MAX_ID, Event, Run
+from webapp.runs.metrics import run_metrics
+from webapp.runs.models import MAX_ID, Run
 from webapp.runs.queue import queue_entries
 from webapp.runs.quota import RateLimited
 from webapp.runs.serializers import (
@@ -423,55 +422,6 @@ class RunViewSet(
 def _too_many(error: RateLimited) -> Throttled:
     """429 with ``Retry-After`` (DRF sets the header from ``wait``) and the limit explained."""
     return Throttled(wait=error.retry_after, detail=str(error))
-
-
-def run_metrics(run: Run) -> dict[str, Any]:
-    """The series the charts draw, from the run's stored, non-superseded records."""
-    rewards: dict[int, list[float]] = defaultdict(list)
-    for step, reward in run.samples.filter(superseded=False).values_list("step", "reward"):
-        rewards[step].append(reward)
-    reward_series = []
-    for step in sorted(rewards):
-        values = rewards[step]
-        mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        reward_series.append({"step": step, "mean": mean, "std": std, "count": len(values)})
-    live = Event.objects.filter(run=run, superseded=False)
-
-    def payloads(kind: str) -> list[dict[str, Any]]:
-        return [
-            payload
-            for payload in live.filter(type=kind).order_by("seq").values_list("payload", flat=True)
-        ]
-
-    train_keys = (
-        "step",
-        "loss",
-        "policy_loss",
-        "kl",
-        "clip_fraction",
-        "ratio_mean",
-        "ratio_min",
-        "ratio_max",
-        "grad_norm",
-        "lr",
-    )
-    return {
-        "reward": reward_series,
-        "train": [{k: p.get(k) for k in train_keys} for p in payloads("train_step_finished")],
-        "evaluation": [
-            {
-                "step": p["step"],
-                "reward_mean": p["reward_mean"],
-                "components": p["reward_components"],
-            }
-            for p in payloads("evaluation_finished")
-        ],
-        "throughput": [
-            {k: v for k, v in p.items() if k not in ("type", "schema_version")}
-            for p in payloads("throughput")
-        ],
-    }
 
 
 @extend_schema(responses={200: QueueEntrySerializer(many=True)})

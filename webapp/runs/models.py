@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 from typing import Any
 
 from django.conf import settings
@@ -222,76 +220,3 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return f"run {self.run_id} {self.channel} {self.status}"
-
-
-class Sweep(models.Model):
-    """A microgroup sweep: one recipe's rollouts at every microgroup size M, measured."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        FINISHED = "finished"
-        FAILED = "failed"
-
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="sweeps"
-    )
-    run = models.ForeignKey(
-        Run,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="sweeps",
-        help_text="The run whose recipe was swept, if it came from one.",
-    )
-    recipe = models.JSONField(help_text="The swept recipe; only its microgroup size varies.")
-    sizes = models.JSONField(help_text="The microgroup sizes to measure, ascending.")
-    rollouts = models.PositiveIntegerField(default=2)
-    update = models.BooleanField(default=False, help_text="Train on each rollout too.")
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
-    rows = models.JSONField(default=list, help_text="One measured row per size, as they finish.")
-    report = models.JSONField(
-        null=True, blank=True, help_text="engine.sweep.SweepReport.to_dict() once finished."
-    )
-    error = models.TextField(blank=True)
-    worker = models.CharField(max_length=255, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
-
-    def __str__(self) -> str:
-        return f"sweep #{self.pk}"
-
-
-class ApiToken(models.Model):
-    """A named API token; only its SHA-256 is stored, the token is shown once at creation."""
-
-    PREFIX = "gw_"
-
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens"
-    )
-    name = models.CharField(max_length=100)
-    digest = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
-    def __str__(self) -> str:
-        return f"{self.name} ({self.user})"
-
-    @staticmethod
-    def digest_of(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    @classmethod
-    def issue(cls, user: Any, name: str) -> tuple[ApiToken, str]:
-        """Create a token for ``user``; returns the row and the token text (not stored)."""
-        token = cls.PREFIX + secrets.token_urlsafe(32)
-        row = cls.objects.create(user=user, name=name, digest=cls.digest_of(token))
-        return row, token

@@ -45,10 +45,7 @@ def interrupt_orphaned_runs(now: datetime | None = None) -> list[int]:
         ):
             interrupted.append(run.pk)
             logger.warning("run %s interrupted: %s", run.pk, message)
-    from webapp.runs.sweeps import fail_orphaned_sweeps
     from webapp.runs.tasks import after_run
-
-    fail_orphaned_sweeps(now)
 
     for run_id in interrupted:
         after_run(run_id)

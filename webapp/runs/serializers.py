@@ -10,8 +10,7 @@ from rest_framework import serializers
 
 from engine.problems import RecipeError
 from webapp.runs import services
-from webapp.runs.models import Event, Run, Sample, Sweep
-from webapp.runs.sweeps import MAX_ROLLOUTS
+from webapp.runs.models import Event, Run, Sample
 
 
 def problems_as_errors(error: RecipeError) -> dict[str, list[str]]:
@@ -196,50 +195,6 @@ class SampleSerializer(serializers.ModelSerializer):
 
     def get_thumbnail_url(self, sample: Sample) -> str:
         return settings.MEDIA_URL + sample.thumbnail
-
-
-class SweepSerializer(serializers.ModelSerializer):
-    owner = serializers.CharField(source="owner.get_username", read_only=True)
-    best_size = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Sweep
-        fields = [
-            "id",
-            "owner",
-            "run",
-            "status",
-            "sizes",
-            "rollouts",
-            "update",
-            "best_size",
-            "rows",
-            "report",
-            "error",
-            "worker",
-            "created_at",
-            "started_at",
-            "finished_at",
-            "recipe",
-        ]
-        read_only_fields = fields
-
-    def get_best_size(self, sweep: Sweep) -> int | None:
-        return (sweep.report or {}).get("best_size")
-
-
-class SweepCreateSerializer(serializers.Serializer):
-    """A run to sweep, or a preset / recipe with overrides; sizes default to every valid M."""
-
-    run = serializers.IntegerField(required=False, help_text="Sweep this run's recipe.")
-    preset = serializers.CharField(required=False)
-    recipe = serializers.JSONField(required=False)
-    overrides = serializers.JSONField(required=False)
-    sizes = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, max_length=64
-    )
-    rollouts = serializers.IntegerField(min_value=1, max_value=MAX_ROLLOUTS, default=2)
-    update = serializers.BooleanField(default=False)
 
 
 class DetailSerializer(serializers.Serializer):

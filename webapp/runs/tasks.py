@@ -104,11 +104,3 @@ def notify_run(run_id: int) -> int:
     from webapp.runs.notifications import notify_run_ended
 
     return sum(row.delivered for row in notify_run_ended(run_id))
-
-
-@shared_task(name="runs.run_sweep")
-def run_sweep(sweep_id: int) -> str:
-    """Measure a microgroup sweep (``webapp.runs.sweeps``); the status it ended with."""
-    from webapp.runs.sweeps import measure_sweep
-
-    return measure_sweep(sweep_id)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.runs import export_views, sweep_views, views
+from webapp.runs import export_views, views
 
 urlpatterns = [
     path("runs/", views.run_list, name="run-list"),
@@ -10,7 +10,6 @@ urlpatterns = [
     path("runs/<int:run_id>/", views.run_detail, name="run-detail-page"),
     path("runs/<int:run_id>/gallery/", views.run_gallery, name="run-gallery"),
     path("runs/<int:run_id>/settings/", views.run_settings, name="run-settings"),
-    path("runs/<int:run_id>/sweep/", sweep_views.launch_sweep, name="run-sweep"),
     path(
         "runs/<int:run_id>/export/metrics.csv",
         export_views.export_metrics_csv,
@@ -32,9 +31,5 @@ urlpatterns = [
         name="run-export-weights",
     ),
     path("runs/<int:run_id>/<str:action>/", views.run_action, name="run-action"),
-    path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
-    path("sweeps/<int:sweep_id>/", sweep_views.sweep_detail, name="sweep-detail"),
-    path("sweeps/<int:sweep_id>/launch/", sweep_views.launch_best, name="sweep-launch-best"),
-    path("tokens/", views.tokens, name="tokens"),
     path("media/runs/<int:run_id>/<path:path>", views.run_media, name="run-media"),
 ]

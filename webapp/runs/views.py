@@ -1,4 +1,4 @@
-"""Run pages: the list, the New run form, a run's page, API tokens, and run media.
+"""Run pages: the list, the New run form, a run's page, and run media.
 
 Every lookup goes through ``Run.objects.visible_to``: another user's run is a 404, on pages and
 media files alike. Media paths are checked by ``paths.run_media_file`` before any file is opened.
@@ -6,13 +6,11 @@ media files alike. Media paths are checked by ``paths.run_media_file`` before an
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Sum
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -21,8 +19,11 @@ from django.views.static import serve
 
 from engine.presets import PRESETS
 from webapp.runs import housekeeping, queue, services
+from webapp.runs.compare import recipe_differences
+from webapp.runs.export_views import export_context
 from webapp.runs.forms import NewRunForm, human_bytes
-from webapp.runs.models import MAX_ID, ApiToken, Run, Sample, Tag
+from webapp.runs.metrics import run_metrics
+from webapp.runs.models import MAX_ID, Run, Sample, Tag
 from webapp.runs.paths import run_media_file
 from webapp.runs.quota import RateLimited
 
@@ -115,8 +116,6 @@ def _body_too_large(request: HttpRequest) -> str:
 @require_GET
 def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
     """The live page: a skeleton the browser fills from the run's socket."""
-    from webapp.runs.export_views import export_context
-
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
     return render(
         request,
@@ -241,9 +240,6 @@ def _step_param(request: HttpRequest, steps: list[int]) -> int:
 @require_GET
 def compare_runs(request: HttpRequest) -> HttpResponse:
     """Two or more runs side by side: recipe differences, reward curves, one prompt's groups."""
-    from webapp.runs.api import run_metrics
-    from webapp.runs.compare import recipe_differences
-
     try:
         ids = [int(i) for i in request.GET.getlist("ids") if i]
     except ValueError:
@@ -317,24 +313,6 @@ def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
     except (services.TransitionError, housekeeping.HousekeepingError, RateLimited) as error:
         messages.error(request, str(error))
     return redirect("run-detail-page", run.pk)
-
-
-@require_http_methods(["GET", "POST"])
-def tokens(request: HttpRequest) -> HttpResponse:
-    user: Any = request.user
-    created = None
-    if request.method == "POST":
-        if "revoke" in request.POST:
-            ApiToken.objects.filter(user=user, pk=request.POST.get("revoke") or 0).delete()
-            messages.info(request, "Token revoked.")
-            return HttpResponseRedirect(reverse("tokens"))
-        name = (request.POST.get("name") or "").strip()[:100] or "token"
-        _row, created = ApiToken.issue(user, name)
-    return render(
-        request,
-        "runs/tokens.html",
-        {"tokens": ApiToken.objects.filter(user=user), "created": created},
-    )
 
 
 @require_GET

@@ -19,6 +19,8 @@ from typing import Any
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from webapp.core.worker import worker_command
+
 SERVER_START_SECONDS = 60
 
 
@@ -51,6 +53,7 @@ class Command(BaseCommand):
         children: dict[str, subprocess.Popen[bytes]] = {
             "server": _spawn(
                 [
+                    sys.executable,
                     "-m",
                     "uvicorn",
                     "webapp.asgi:application",
@@ -75,23 +78,7 @@ class Command(BaseCommand):
         }
         if not options["no_worker"]:
             children["worker"] = _spawn(
-                [
-                    "-m",
-                    "celery",
-                    "-A",
-                    "webapp",
-                    "worker",
-                    "--pool",
-                    "solo",
-                    "--concurrency",
-                    "1",
-                    "--queues",
-                    "gpu,default",
-                    "--hostname",
-                    f"groupwise-{port}@%h",
-                    "--loglevel",
-                    "INFO",
-                ]
+                worker_command("gpu,default", hostname=f"groupwise-{port}@%h")
             )
 
         stopping = {"requests": 0}
@@ -122,11 +109,11 @@ class Command(BaseCommand):
         self.stdout.write("Stopped.")
 
 
-def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
     # A new session: the terminal's Ctrl-C reaches only this supervisor, which then sends each
     # child exactly one SIGTERM (a second signal would turn Celery's warm shutdown cold).
     return subprocess.Popen(
-        [sys.executable, *args],
+        command,
         start_new_session=True,
         env=os.environ.copy(),
         preexec_fn=_stop_with_parent if sys.platform == "linux" else None,

@@ -13,10 +13,12 @@ from rest_framework.response import Response
 from engine.problems import RecipeError
 from webapp.runs import services
 from webapp.runs.api import INVALID, NOT_FOUND, Pages
-from webapp.runs.models import Run, Sweep
-from webapp.runs.serializers import SweepCreateSerializer, SweepSerializer, problems_as_errors
-from webapp.runs.sweep_views import visible_sweeps
-from webapp.runs.sweeps import create_sweep
+from webapp.runs.models import Run
+from webapp.runs.serializers import problems_as_errors
+from webapp.sweeps.models import Sweep
+from webapp.sweeps.serializers import SweepCreateSerializer, SweepSerializer
+from webapp.sweeps.services import create_sweep
+from webapp.sweeps.views import visible_sweeps
 
 
 class SweepViewSet(

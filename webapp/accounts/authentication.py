@@ -10,7 +10,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from webapp.runs.models import ApiToken
+from webapp.accounts.models import ApiToken
 
 #: last_used_at is refreshed at most this often, so every API call is not also a write.
 TOUCH_EVERY = timedelta(minutes=1)
@@ -48,7 +48,7 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 class ApiTokenScheme(OpenApiAuthenticationExtension):
     """Describes the token scheme in the OpenAPI schema (Swagger's Authorize button)."""
 
-    target_class = "webapp.runs.authentication.ApiTokenAuthentication"
+    target_class = "webapp.accounts.authentication.ApiTokenAuthentication"
     name = "bearerToken"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

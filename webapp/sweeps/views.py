@@ -12,9 +12,11 @@ from django.views.decorators.http import require_GET, require_POST
 from engine.problems import RecipeError
 from engine.recipe import Recipe
 from webapp.runs import services
-from webapp.runs.models import Run, Sweep
+from webapp.runs.models import Run
 from webapp.runs.quota import RateLimited
-from webapp.runs.sweeps import chart, create_sweep
+from webapp.sweeps.charts import chart
+from webapp.sweeps.models import Sweep
+from webapp.sweeps.services import create_sweep
 
 
 def visible_sweeps(user: Any) -> Any:
@@ -61,7 +63,7 @@ def launch_sweep(request: HttpRequest, run_id: int) -> HttpResponse:
 
 @require_GET
 def sweep_list(request: HttpRequest) -> HttpResponse:
-    return render(request, "runs/sweeps.html", {"sweeps": visible_sweeps(request.user)[:200]})
+    return render(request, "sweeps/list.html", {"sweeps": visible_sweeps(request.user)[:200]})
 
 
 @require_GET
@@ -71,7 +73,7 @@ def sweep_detail(request: HttpRequest, sweep_id: int) -> HttpResponse:
     rows = report.get("rows") or sweep.rows
     return render(
         request,
-        "runs/sweep.html",
+        "sweeps/detail.html",
         {
             "sweep": sweep,
             "rows": rows,
