@@ -6,7 +6,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from engine.trainer import StepMetrics
+from engine.events import StepMetrics
 from webapp.runs.models import Event, Run
 
 #: A train point's keys: the step and the trainer's own list of step metrics, so that a metric
