@@ -18,7 +18,6 @@ import io
 import json
 import os
 import pickle
-import socket
 import tempfile
 import time
 import traceback
@@ -32,6 +31,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.multiprocessing.spawn import ProcessException
+
+from engine.ports import free_port
 
 T = TypeVar("T")
 Op = Literal["sum", "min", "max"]
@@ -303,13 +304,6 @@ def rank_zero_only(context: DistContext | None, action: Callable[..., None]) -> 
         return None
 
     return skip
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class RankFailed(RuntimeError):

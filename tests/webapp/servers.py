@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from engine.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_SECONDS = 120.0
@@ -57,12 +58,6 @@ class Dashboard:
                 raise AssertionError(f"serve exited ({self.process.returncode}):\n{self.log()}")
             time.sleep(0.2)
         raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def embedded_env(var_dir: Path) -> dict[str, str]:
