@@ -18,12 +18,10 @@ from torch.distributed.tensor import DTensor
 
 from engine.distributed import (
     DistContext,
-    RankFailed,
     all_gather_objects,
     average_gradients,
     backend_for,
     context_from_env,
-    launch,
     rank_zero_only,
     reduce_floats,
     shard,
@@ -37,6 +35,7 @@ from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.trainer import Replay, StepMetrics, Trainer
 from tests.engine.distributed_targets import fail_on_rank_one, stuck
+from tests.engine.launch import RankFailed, launch
 
 # P=2 prompts x G=4 samples, 2 optimizer steps of 4 samples: 2 samples per rank per step, in one
 # 2-sample x 1-step tile per step of the window of 2, so each rank accumulates 2 tiles per step
