@@ -29,6 +29,7 @@ from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.ranks import LOG_DIR, rank_problem, train
 from tests.engine.recording import Recorder, weights
+from tests.waiting import wait_until
 
 # P=2 x G=4, two optimizer steps of 4 samples: 2 per rank per step, in 2-sample x 1-step tiles.
 SMALL = {
@@ -234,10 +235,10 @@ def test_ranks_die_with_their_supervisor(tmp_path: Path) -> None:
     )
     supervisor = subprocess.Popen([sys.executable, "-c", script], cwd=Path.cwd())
     try:
-        ranks = _wait(lambda: _ranks_of(supervisor.pid), "the ranks to start")
+        ranks = wait_until(lambda: _ranks_of(supervisor.pid), DEADLINE, what="the ranks to start")
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.wait()
-        _wait(lambda: not any(_alive(pid) for pid in ranks), "the ranks to die")
+        wait_until(lambda: not any(_alive(pid) for pid in ranks), DEADLINE, what="the ranks to die")
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
@@ -279,11 +280,3 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def _wait(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from django.utils import timezone
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.waiting import wait_until
 from tests.webapp.personas import client_for, make_run
 from tests.webapp.workers import broker, client_app, start_worker
 from webapp.runs import queue
@@ -142,15 +142,25 @@ def test_the_per_user_limit_holds_with_two_workers(
         app = client_app(b)
         for run in runs:
             app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-        deadline = time.monotonic() + 600
         most_running = 0
-        while Run.objects.filter(pk__in=[r.pk for r in runs], status="finished").count() < 2:
-            assert time.monotonic() < deadline, first.log() + second.log()
+
+        def both_finished() -> bool:
+            """Also counts the runs running at each look, and fails at once on a failed one."""
+            nonlocal most_running
+            if Run.objects.filter(pk__in=[r.pk for r in runs], status="finished").count() >= 2:
+                return True
             running = Run.objects.filter(owner=owner, status="running").count()
             most_running = max(most_running, running)
             failed = Run.objects.filter(pk__in=[r.pk for r in runs], status="failed")
             assert not failed.exists(), failed.first().error if failed.first() else ""
-            time.sleep(0.05)
+            return False
+
+        wait_until(
+            both_finished,
+            600,
+            what="both runs to finish",
+            context=lambda: first.log() + second.log(),
+        )
     assert most_running <= 1
     done = sorted(Run.objects.filter(pk__in=[r.pk for r in runs]), key=lambda r: r.started_at)
     assert done[0].finished_at <= done[1].started_at, "the second started before the first ended"

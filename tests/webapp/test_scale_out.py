@@ -8,7 +8,6 @@ claim is a conditional update, queued -> running).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import redis
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from tests.conftest import require_service
+from tests.waiting import wait_until
 from tests.webapp.workers import REDIS_BROKER, broker, client_app, start_worker
 from webapp.runs.models import Event, Run
 
@@ -70,10 +70,12 @@ def test_two_workers_take_two_runs_at_once_each_claimed_once(
         # busy (a solo worker takes nothing new while a task runs), so the second run's task
         # must go to the other, idle worker. Both duplicates follow and wait their turn.
         messages = [app.send_task("runs.train_run", args=[first.pk], queue="gpu")]
-        deadline = time.monotonic() + 300
-        while not Run.objects.filter(pk=first.pk, status=Run.Status.RUNNING).exists():
-            assert time.monotonic() < deadline, worker_a.log() + worker_b.log()
-            time.sleep(0.05)
+        wait_until(
+            lambda: Run.objects.filter(pk=first.pk, status=Run.Status.RUNNING).exists(),
+            300,
+            what="a worker to claim the first run",
+            context=lambda: worker_a.log() + worker_b.log(),
+        )
         messages += [
             app.send_task("runs.train_run", args=[run.pk], queue="gpu")
             for run in (second, first, second)
