@@ -29,22 +29,15 @@ from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.ranks import LOG_DIR, rank_problem, train
 from tests.engine.recording import Recorder, weights
+from tests.recipes import TINY_COLOR_TWO_RANKS
 from tests.waiting import wait_until
 
 # P=2 x G=4, two optimizer steps of 4 samples: 2 per rank per step, in 2-sample x 1-step tiles.
 SMALL = {
-    "rollout_batch_size": 2,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "num_steps_per_rollout": 2,
-    "micro_batch_size_sample": 2,
-    "micro_batch_size_tstep": 1,
-    "num_inference_steps": 4,
+    **TINY_COLOR_TWO_RANKS,
     "eval_num_inference_steps": 4,
     "eval_prompts": ["a red image"],
     "max_steps": 2,
-    "eval_every": 2,
-    "checkpoint_every": 2,
 }
 # As in test_distributed.py: only the order in which tile gradients are summed differs (fp32).
 ATOL, RTOL = 1e-6, 1e-5

@@ -10,21 +10,12 @@ from django.utils import timezone
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.recipes import TINY_COLOR_QUICK
 from tests.waiting import wait_until
 from tests.webapp.personas import client_for, make_run
 from tests.webapp.workers import broker, client_app, start_worker
 from webapp.runs import queue
 from webapp.runs.models import Run
-
-ONE_STEP = {
-    "rollout_batch_size": 1,
-    "n_samples_per_prompt": 2,
-    "diffusion_microgroup_size": 2,
-    "micro_batch_size_sample": 2,
-    "max_steps": 2,
-    "checkpoint_every": 0,
-    "eval_every": 0,
-}
 
 
 @pytest.mark.django_db
@@ -119,7 +110,7 @@ def test_the_per_user_limit_holds_with_two_workers(
     """Two workers, two runs of one user, limit 1: never both running, both finish."""
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    recipe = apply_overrides(PRESETS["tiny-color"].recipe, ONE_STEP).to_dict()
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, TINY_COLOR_QUICK).to_dict()
     runs = [
         Run.objects.create(
             owner=owner, name=f"limited {i}", recipe=recipe, max_steps=2, queued_at=timezone.now()

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.recipes import TINY_COLOR_SMALL
 from tests.waiting import wait_until
 from tests.webapp.personas import make_run
 from tests.webapp.workers import broker, client_app, start_worker
@@ -92,11 +93,8 @@ def test_kill_9_mid_run_then_a_new_worker_and_resume(
     }
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe,
-        {
-            "rollout_batch_size": 2, "n_samples_per_prompt": 4, "diffusion_microgroup_size": 4,
-            "micro_batch_size_sample": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 6,
-        },
-    )  # fmt: skip
+        {**TINY_COLOR_SMALL, "max_steps": 6, "checkpoint_every": 2, "eval_every": 6},
+    )
     run = Run.objects.create(
         owner=owner, name="killed", recipe=recipe.to_dict(), max_steps=6, preset="tiny-color"
     )

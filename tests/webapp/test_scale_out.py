@@ -17,22 +17,12 @@ import redis
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from tests.conftest import require_service
+from tests.recipes import TINY_COLOR_QUICK
 from tests.waiting import wait_until
 from tests.webapp.workers import REDIS_BROKER, broker, client_app, start_worker
 from webapp.runs.models import Event, Run
 
 pytestmark = [pytest.mark.production, pytest.mark.django_db(transaction=True)]
-
-#: A small run that still trains: 1 prompt x 2 samples, 2 optimizer steps.
-TINY = {
-    "rollout_batch_size": 1,
-    "n_samples_per_prompt": 2,
-    "diffusion_microgroup_size": 2,
-    "micro_batch_size_sample": 2,
-    "max_steps": 2,
-    "eval_every": 0,
-    "checkpoint_every": 0,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +33,7 @@ def _explicit_brokers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def queued(owner: Any, name: str) -> Run:
-    recipe = apply_overrides(PRESETS["tiny-color"].recipe, TINY)
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, TINY_COLOR_QUICK)
     return Run.objects.create(
         owner=owner, name=name, recipe=recipe.to_dict(), max_steps=recipe.run.max_steps
     )

@@ -11,6 +11,7 @@ from django.test import Client
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.recipes import TINY_COLOR_SMALL
 from tests.waiting import wait_until
 from tests.webapp.personas import client_for
 from tests.webapp.webhooks import webhook_receiver
@@ -19,15 +20,7 @@ from webapp.runs.models import Checkpoint, Event, Notification, Run, Sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TWO_STEPS = {
-    "rollout_batch_size": 2,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "micro_batch_size_sample": 4,
-    "max_steps": 2,
-    "checkpoint_every": 2,
-    "eval_every": 2,
-}
+TWO_STEPS = {**TINY_COLOR_SMALL, "max_steps": 2, "checkpoint_every": 2, "eval_every": 2}
 
 
 @pytest.fixture
