@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,13 +27,11 @@ from pathlib import Path
 from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from engine.ports import free_port  # noqa: E402
+
 REDIS = "redis://127.0.0.1:6379/11"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def measure(var_dir: Path, redis_url: str | None, clients: int, count: int) -> list[float]:
@@ -133,7 +130,6 @@ def child(clients: int, count: int) -> None:
     """One setup, configured by this process's environment: print the latencies as JSON."""
     import django
 
-    sys.path.insert(0, str(REPO))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     django.setup()
     from django.core.management import call_command

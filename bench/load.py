@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,10 @@ from typing import Any
 from report import heading, publish
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from engine.ports import free_port  # noqa: E402
+
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
 REDIS_BROKER = "redis://127.0.0.1:6379/9"
 REDIS_LAYER = "redis://127.0.0.1:6379/10"
@@ -56,12 +59,6 @@ class Tally:
         self.errors += 1
         if len(self.first_errors) < 5:
             self.first_errors.append(what)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def profile_env(profile: str, var_dir: Path, database: str | None) -> dict[str, str]:
@@ -244,7 +241,6 @@ def run_profile(args: Any) -> str:
             time.sleep(0.2)
         import django
 
-        sys.path.insert(0, str(REPO))
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
         django.setup()
         cookie, token = credentials()

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 
 from engine import distributed, events
+from engine.ports import free_port
 from engine.recipe import Recipe
 from engine.validation import validate
 
@@ -134,7 +135,7 @@ class _Group:
     def _start(self, folder: Path, events_fd: int) -> None:
         logs = self.out_dir / LOG_DIR
         logs.mkdir(parents=True, exist_ok=True)
-        port = distributed.free_port()
+        port = free_port()
         parent = os.getpid()
         for rank in range(self.nproc):
             env = {

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from engine.ports import free_port
 
 #: How often /health is asked while the server starts.
 POLL_SECONDS = 0.2
@@ -44,7 +45,7 @@ class ColocatedServer:
         host: str = "127.0.0.1",
         port: int | None = None,
     ) -> None:
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.url = f"http://{host}:{self.port}"
         self.argv = [
             *shlex.split(command), "--model-path", model_path,
@@ -120,12 +121,6 @@ def _die_with_parent() -> None:
 
     pr_set_pdeathsig = 1
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 def _tail(path: Path, lines: int = 20) -> str:

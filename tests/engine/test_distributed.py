@@ -18,12 +18,10 @@ from torch.distributed.tensor import DTensor
 
 from engine.distributed import (
     DistContext,
-    RankFailed,
     all_gather_objects,
     average_gradients,
     backend_for,
     context_from_env,
-    launch,
     rank_zero_only,
     reduce_floats,
     shard,
@@ -37,24 +35,14 @@ from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.trainer import Replay, StepMetrics, Trainer
 from tests.engine.distributed_targets import fail_on_rank_one, stuck
+from tests.engine.launch import RankFailed, launch
+from tests.recipes import TINY_COLOR_TWO_RANKS
 
 # P=2 prompts x G=4 samples, 2 optimizer steps of 4 samples: 2 samples per rank per step, in one
 # 2-sample x 1-step tile per step of the window of 2, so each rank accumulates 2 tiles per step
-# (one process 4). 4 denoising steps keep the rollout short. The gradient norms (~2e-3) exceed
-# max_grad_norm, so the step clips, by the norm of the global gradient.
-SMALL = {
-    "rollout_batch_size": 2,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "num_steps_per_rollout": 2,
-    "micro_batch_size_sample": 2,
-    "micro_batch_size_tstep": 1,
-    "num_inference_steps": 4,
-    "max_grad_norm": 1e-3,
-    "max_steps": 4,
-    "eval_every": 2,
-    "checkpoint_every": 2,
-}
+# (one process 4). The gradient norms (~2e-3) exceed max_grad_norm, so the step clips, by the
+# norm of the global gradient.
+SMALL = {**TINY_COLOR_TWO_RANKS, "max_grad_norm": 1e-3, "max_steps": 4}
 # Both also train the KL term (non-zero on the second step): the full fine-tune against its frozen
 # copy, LoRA on attention against the transformer with its adapters disabled.
 TARGETS = {

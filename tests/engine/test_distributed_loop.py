@@ -29,21 +29,15 @@ from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.ranks import LOG_DIR, rank_problem, train
 from tests.engine.recording import Recorder, weights
+from tests.recipes import TINY_COLOR_TWO_RANKS
+from tests.waiting import wait_until
 
 # P=2 x G=4, two optimizer steps of 4 samples: 2 per rank per step, in 2-sample x 1-step tiles.
 SMALL = {
-    "rollout_batch_size": 2,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "num_steps_per_rollout": 2,
-    "micro_batch_size_sample": 2,
-    "micro_batch_size_tstep": 1,
-    "num_inference_steps": 4,
+    **TINY_COLOR_TWO_RANKS,
     "eval_num_inference_steps": 4,
     "eval_prompts": ["a red image"],
     "max_steps": 2,
-    "eval_every": 2,
-    "checkpoint_every": 2,
 }
 # As in test_distributed.py: only the order in which tile gradients are summed differs (fp32).
 ATOL, RTOL = 1e-6, 1e-5
@@ -234,10 +228,10 @@ def test_ranks_die_with_their_supervisor(tmp_path: Path) -> None:
     )
     supervisor = subprocess.Popen([sys.executable, "-c", script], cwd=Path.cwd())
     try:
-        ranks = _wait(lambda: _ranks_of(supervisor.pid), "the ranks to start")
+        ranks = wait_until(lambda: _ranks_of(supervisor.pid), DEADLINE, what="the ranks to start")
         os.kill(supervisor.pid, signal.SIGKILL)
         supervisor.wait()
-        _wait(lambda: not any(_alive(pid) for pid in ranks), "the ranks to die")
+        wait_until(lambda: not any(_alive(pid) for pid in ranks), DEADLINE, what="the ranks to die")
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
@@ -279,11 +273,3 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def _wait(condition: Any, what: str) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return value

@@ -26,14 +26,13 @@ from engine.rollout.plan import evaluation_requests
 from engine.rollout.types import RolloutRequest
 from engine.snippets import loading_snippet
 from engine.zipstream import write_zip
+from tests.recipes import GROUPS_OF_TWO
 
 # Two steps at a large learning rate, so the trained model draws visibly other images than
 # the base model (else "reproduces the eval image" would hold for any weights).
 SHORT = {
     "rollout_batch_size": 2,
-    "n_samples_per_prompt": 2,
-    "diffusion_microgroup_size": 2,
-    "micro_batch_size_sample": 2,
+    **GROUPS_OF_TWO,
     "max_steps": 2,
     "checkpoint_every": 2,
     "eval_every": 2,

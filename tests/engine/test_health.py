@@ -25,6 +25,7 @@ from engine.health import (
 )
 from engine.rollout.types import PhaseTimings, RolloutRequest, RolloutResult, RolloutSample
 from engine.trainer import Replay
+from tests.recipes import GROUPS_OF_TWO
 
 GROUPS, GROUP_SIZE, MICRO, WINDOW = 2, 4, 2, 2
 PROMPTS = ["a red image", "a blue image"]
@@ -300,9 +301,7 @@ def test_a_real_tiny_rollout_is_healthy() -> None:
         PRESETS["tiny-color"].recipe,
         {
             "rollout_batch_size": 2,
-            "n_samples_per_prompt": 2,
-            "diffusion_microgroup_size": 2,
-            "micro_batch_size_sample": 2,
+            **GROUPS_OF_TWO,
             "num_inference_steps": 4,
             "height": 16,
             "width": 16,

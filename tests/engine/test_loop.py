@@ -14,20 +14,12 @@ from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.trainer import Trainer
 from tests.engine.recording import Recorder, weights
-
-SMALL = {
-    "rollout_batch_size": 2,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "micro_batch_size_sample": 4,
-    "max_steps": 4,
-    "checkpoint_every": 2,
-    "eval_every": 2,
-}
+from tests.recipes import TINY_COLOR_SMALL
 
 
 def recipe(**changes: Any):
-    return apply_overrides(PRESETS["tiny-color"].recipe, {**SMALL, **changes})
+    small = {**TINY_COLOR_SMALL, "max_steps": 4, "checkpoint_every": 2, "eval_every": 2}
+    return apply_overrides(PRESETS["tiny-color"].recipe, {**small, **changes})
 
 
 def test_two_plus_resume_plus_two_equals_four_straight(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from engine.recipe import ModelConfig
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.trainer import Trainer
+from tests.recipes import TINY_COLOR_SMALL
 
 
 def test_lora_adapters_are_float32_beside_a_frozen_bfloat16_base() -> None:
@@ -65,10 +66,7 @@ def _train(dtype: str, checkpointing: bool, target: str = "full"):
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe,
         {
-            "rollout_batch_size": 2,
-            "n_samples_per_prompt": 4,
-            "diffusion_microgroup_size": 4,
-            "micro_batch_size_sample": 4,
+            **TINY_COLOR_SMALL,
             "lora_target": target,
             "kl_beta": 0.01,
             "model.dtype": dtype,

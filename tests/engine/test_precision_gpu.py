@@ -12,6 +12,7 @@ from engine.presets import PRESETS
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.trainer import Trainer
+from tests.recipes import TINY_COLOR_SMALL
 
 pytestmark = [
     pytest.mark.gpu,
@@ -40,12 +41,9 @@ def test_the_first_bf16_update_on_a_gpu_replays_the_rollout(target: str) -> None
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe,
         {
+            **TINY_COLOR_SMALL,
             "model.dtype": "bfloat16",
             "lora_target": target,
-            "rollout_batch_size": 2,
-            "n_samples_per_prompt": 4,
-            "diffusion_microgroup_size": 4,
-            "micro_batch_size_sample": 4,
             "gradient_checkpointing": True,
         },
     )

@@ -22,21 +22,19 @@ from engine.sweep import (
     sweep,
     sweep_sizes,
 )
-
-# One prompt, G=4, four denoising steps (two stochastic), 16 x 16: a rollout is 4 images.
-SMALL = {
-    "rollout_batch_size": 1,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "micro_batch_size_sample": 4,
-    "num_inference_steps": 4,
-    "height": 16,
-    "width": 16,
-}
+from tests.recipes import GROUPS_OF_FOUR
 
 
 def recipe(**changes: Any) -> Recipe:
-    return apply_overrides(PRESETS["tiny-color"].recipe, {**SMALL, **changes})
+    # One prompt, G=4, four denoising steps (two stochastic), 16 x 16: a rollout is 4 images.
+    small = {
+        "rollout_batch_size": 1,
+        **GROUPS_OF_FOUR,
+        "num_inference_steps": 4,
+        "height": 16,
+        "width": 16,
+    }
+    return apply_overrides(PRESETS["tiny-color"].recipe, {**small, **changes})
 
 
 @pytest.fixture(scope="module")

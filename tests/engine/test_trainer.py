@@ -15,6 +15,7 @@ from engine.presets import PRESETS
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests
 from engine.trainer import Trainer, clipped_surrogate
+from tests.recipes import GROUPS_OF_FOUR
 
 
 def test_clipped_surrogate_by_hand() -> None:
@@ -31,12 +32,7 @@ def test_clipped_surrogate_by_hand() -> None:
 
 
 def _rollout(overrides: dict[str, object]):
-    small = {
-        "n_samples_per_prompt": 4,
-        "diffusion_microgroup_size": 4,
-        "micro_batch_size_sample": 4,
-    }
-    recipe = apply_overrides(PRESETS["tiny-color"].recipe, {**small, **overrides})
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, {**GROUPS_OF_FOUR, **overrides})
     model = load_model("tiny", None, dtype=resolved_dtype(recipe, "cpu"))
     policy = Policy(
         model, recipe.model, keep_reference=recipe.optimiser.kl_beta > 0, seed=recipe.run.seed

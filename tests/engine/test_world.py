@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.distributed import DistContext, launch
+from engine.distributed import DistContext
 from engine.rollout import InProcessBackend, RolloutRequest, RolloutResult
 from engine.rollout.backend import ConcurrentBackend, MemoryReleasing, WeightSyncing
 from engine.rollout.sglang import SGLangBackend
 from engine.rollout.weights import SavedWeights
 from engine.tiny.weights import load_tiny
 from engine.world import OneProcess, RankGroup, Stopped
+from tests.engine.launch import launch
 
 
 def _requests() -> list[RolloutRequest]:

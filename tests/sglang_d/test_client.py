@@ -8,8 +8,6 @@ import dataclasses
 import shlex
 import sys
 import threading
-import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -32,6 +30,7 @@ from engine.rollout.tensor_sync import tensor_update_request
 from engine.rollout.weights import save_weights, sync_folder, weights_checksum
 from tests.sglang_d.adapters import trained_lora
 from tests.sglang_d.test_conformance import _generate, _post, _tensor
+from tests.waiting import wait_until
 
 #: The trainer's replay of a step against the server's log-prob, max |ratio - 1|. Both run the
 #: same float32 DiT on the same latents; the server's log-prob uses the noise it drew, the
@@ -47,14 +46,6 @@ WINDOW = RolloutRequest(
     sde_step_indices=(2, 3),
     noise_level=0.7,
 )
-
-
-def wait_until(condition: Callable[[], bool], seconds: float = 120.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def _client(url: str, model=None, **options) -> SGLangBackend:
@@ -178,7 +169,8 @@ def test_a_warming_up_server_is_waited_on_within_the_startup_timeout(start, tmp_
     asked.unlink()
     waiting = threading.Thread(target=check)
     waiting.start()
-    wait_until(asked.exists)  # answered 503 at least once more while warming up
+    # Answered 503 at least once more while warming up.
+    wait_until(asked.exists, what="a health check")
     warmup.touch()
     waiting.join(120)
     assert outcome == [None]
@@ -194,7 +186,8 @@ def test_a_server_killed_mid_rollout_hands_its_requests_to_the_other(start, tmp_
     results: list = []
     running = threading.Thread(target=lambda: results.extend(backend.generate_many(requests)))
     running.start()
-    wait_until((held / "started").exists)  # a request is inside the doomed server's loop
+    # A request is inside the doomed server's loop.
+    wait_until((held / "started").exists, what="a request to start")
     process.kill()
     running.join(300)
     assert sorted(r.request.group_index for r in results) == [0, 1, 2]

@@ -7,15 +7,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+
+from engine.ports import free_port
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 START_SECONDS = 120.0
@@ -46,23 +47,17 @@ class Dashboard:
         with urllib.request.urlopen(f"{self.base}/healthz", timeout=60) as response:
             return json.load(response)
 
-    def wait_for(self, predicate: Callable[[], T], what: str) -> T:
-        """Poll ``predicate`` until it is truthy; fail with the server's log after a deadline."""
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
+    def wait_for(self, predicate: Callable[[], T | None], what: str) -> T:
+        """``predicate``'s first truthy value; fails at once if serve exits, with its log after
+        ``START_SECONDS``."""
+
+        def serving() -> T | None:
             value = predicate()
-            if value:
-                return value
-            if self.process.poll() is not None:
+            if not value and self.process.poll() is not None:
                 raise AssertionError(f"serve exited ({self.process.returncode}):\n{self.log()}")
-            time.sleep(0.2)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log()}")
+            return value
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        return wait_until(serving, START_SECONDS, what=what, interval=0.2, context=self.log)
 
 
 def embedded_env(var_dir: Path) -> dict[str, str]:

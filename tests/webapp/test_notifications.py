@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 from django.core import mail
 
+from engine.ports import free_port
 from tests.webapp.personas import make_run
 from tests.webapp.webhooks import webhook_receiver
 from webapp.runs import notifications
@@ -77,9 +77,7 @@ def test_a_server_error_is_retried_and_a_refusal_is_not(owner: Any) -> None:
 
 
 def test_an_unreachable_webhook_is_recorded_not_raised(owner: Any) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    port = free_port()  # nothing listens there
     run = ended(owner, "finished")
     Run.objects.filter(pk=run.pk).update(webhook_url=f"http://127.0.0.1:{port}/hook")
     (row,) = notifications.notify_run_ended(run.pk)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,20 +10,12 @@ from django.utils import timezone
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.recipes import TINY_COLOR_QUICK
+from tests.waiting import wait_until
 from tests.webapp.personas import client_for, make_run
 from tests.webapp.workers import broker, client_app, start_worker
 from webapp.runs import queue
 from webapp.runs.models import Run
-
-ONE_STEP = {
-    "rollout_batch_size": 1,
-    "n_samples_per_prompt": 2,
-    "diffusion_microgroup_size": 2,
-    "micro_batch_size_sample": 2,
-    "max_steps": 2,
-    "checkpoint_every": 0,
-    "eval_every": 0,
-}
 
 
 @pytest.mark.django_db
@@ -119,7 +110,7 @@ def test_the_per_user_limit_holds_with_two_workers(
     """Two workers, two runs of one user, limit 1: never both running, both finish."""
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    recipe = apply_overrides(PRESETS["tiny-color"].recipe, ONE_STEP).to_dict()
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, TINY_COLOR_QUICK).to_dict()
     runs = [
         Run.objects.create(
             owner=owner, name=f"limited {i}", recipe=recipe, max_steps=2, queued_at=timezone.now()
@@ -142,15 +133,25 @@ def test_the_per_user_limit_holds_with_two_workers(
         app = client_app(b)
         for run in runs:
             app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-        deadline = time.monotonic() + 600
         most_running = 0
-        while Run.objects.filter(pk__in=[r.pk for r in runs], status="finished").count() < 2:
-            assert time.monotonic() < deadline, first.log() + second.log()
+
+        def both_finished() -> bool:
+            """Also counts the runs running at each look, and fails at once on a failed one."""
+            nonlocal most_running
+            if Run.objects.filter(pk__in=[r.pk for r in runs], status="finished").count() >= 2:
+                return True
             running = Run.objects.filter(owner=owner, status="running").count()
             most_running = max(most_running, running)
             failed = Run.objects.filter(pk__in=[r.pk for r in runs], status="failed")
             assert not failed.exists(), failed.first().error if failed.first() else ""
-            time.sleep(0.05)
+            return False
+
+        wait_until(
+            both_finished,
+            600,
+            what="both runs to finish",
+            context=lambda: first.log() + second.log(),
+        )
     assert most_running <= 1
     done = sorted(Run.objects.filter(pk__in=[r.pk for r in runs]), key=lambda r: r.started_at)
     assert done[0].finished_at <= done[1].started_at, "the second started before the first ended"

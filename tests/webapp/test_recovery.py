@@ -14,6 +14,8 @@ from django.utils import timezone
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.recipes import TINY_COLOR_SMALL
+from tests.waiting import wait_until
 from tests.webapp.personas import make_run
 from tests.webapp.workers import broker, client_app, start_worker
 from webapp.core.models import WorkerHeartbeat
@@ -91,28 +93,20 @@ def test_kill_9_mid_run_then_a_new_worker_and_resume(
     }
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe,
-        {
-            "rollout_batch_size": 2, "n_samples_per_prompt": 4, "diffusion_microgroup_size": 4,
-            "micro_batch_size_sample": 4, "max_steps": 6, "checkpoint_every": 2, "eval_every": 6,
-        },
-    )  # fmt: skip
+        {**TINY_COLOR_SMALL, "max_steps": 6, "checkpoint_every": 2, "eval_every": 6},
+    )
     run = Run.objects.create(
         owner=owner, name="killed", recipe=recipe.to_dict(), max_steps=6, preset="tiny-color"
     )
 
-    def wait_for(condition: Any, what: str, log: Any) -> None:
-        deadline = time.monotonic() + 300
-        while not condition():
-            assert time.monotonic() < deadline, f"{what}:\n{log()}"
-            time.sleep(0.1)
-
     with start_worker(b, tmp_path, extra_env=env) as first:
         first.wait_ready()
         app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-        wait_for(
+        wait_until(
             lambda: Event.objects.filter(run=run, type="checkpoint_saved").exists(),
-            "a first checkpoint",
-            first.log,
+            300,
+            what="a first checkpoint",
+            context=first.log,
         )
         first.stop(signal.SIGKILL)
     before = Event.objects.filter(run=run).count()
@@ -120,10 +114,11 @@ def test_kill_9_mid_run_then_a_new_worker_and_resume(
 
     with start_worker(b, tmp_path, extra_env=env) as second:
         second.wait_ready()
-        wait_for(
+        wait_until(
             lambda: Run.objects.get(pk=run.pk).status == "interrupted",
-            "the new worker to notice",
-            second.log,
+            300,
+            what="the new worker to notice",
+            context=second.log,
         )
         Run.objects.filter(pk=run.pk).update(status=Run.Status.QUEUED)
         result = app.send_task("runs.train_run", args=[run.pk], queue="gpu")

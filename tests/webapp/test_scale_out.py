@@ -8,7 +8,6 @@ claim is a conditional update, queued -> running).
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,12 @@ import redis
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from tests.conftest import require_service
+from tests.recipes import TINY_COLOR_QUICK
+from tests.waiting import wait_until
 from tests.webapp.workers import REDIS_BROKER, broker, client_app, start_worker
 from webapp.runs.models import Event, Run
 
 pytestmark = [pytest.mark.production, pytest.mark.django_db(transaction=True)]
-
-#: A small run that still trains: 1 prompt x 2 samples, 2 optimizer steps.
-TINY = {
-    "rollout_batch_size": 1,
-    "n_samples_per_prompt": 2,
-    "diffusion_microgroup_size": 2,
-    "micro_batch_size_sample": 2,
-    "max_steps": 2,
-    "eval_every": 0,
-    "checkpoint_every": 0,
-}
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +33,7 @@ def _explicit_brokers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def queued(owner: Any, name: str) -> Run:
-    recipe = apply_overrides(PRESETS["tiny-color"].recipe, TINY)
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, TINY_COLOR_QUICK)
     return Run.objects.create(
         owner=owner, name=name, recipe=recipe.to_dict(), max_steps=recipe.run.max_steps
     )
@@ -70,10 +60,12 @@ def test_two_workers_take_two_runs_at_once_each_claimed_once(
         # busy (a solo worker takes nothing new while a task runs), so the second run's task
         # must go to the other, idle worker. Both duplicates follow and wait their turn.
         messages = [app.send_task("runs.train_run", args=[first.pk], queue="gpu")]
-        deadline = time.monotonic() + 300
-        while not Run.objects.filter(pk=first.pk, status=Run.Status.RUNNING).exists():
-            assert time.monotonic() < deadline, worker_a.log() + worker_b.log()
-            time.sleep(0.05)
+        wait_until(
+            lambda: Run.objects.filter(pk=first.pk, status=Run.Status.RUNNING).exists(),
+            300,
+            what="a worker to claim the first run",
+            context=lambda: worker_a.log() + worker_b.log(),
+        )
         messages += [
             app.send_task("runs.train_run", args=[run.pk], queue="gpu")
             for run in (second, first, second)

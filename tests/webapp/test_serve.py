@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
+from tests.waiting import wait_until
 from tests.webapp.servers import REPO, embedded_env, run_dashboard
 
 
@@ -97,7 +98,6 @@ def test_serve_refuses_a_busy_port_with_advice(tmp_path: Path) -> None:
 def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """Even a SIGKILLed `serve` leaves no server or worker behind (they get SIGTERM)."""
     import sqlite3
-    import time
 
     with run_dashboard(tmp_path) as dashboard:
         dashboard.process.kill()
@@ -109,10 +109,13 @@ def test_children_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
                 rows = db.execute("SELECT stopped_at FROM core_workerheartbeat").fetchall()
             return bool(rows) and all(stopped for (stopped,) in rows)
 
-        deadline = time.monotonic() + 60
-        while not worker_stopped():
-            assert time.monotonic() < deadline, dashboard.log()
-            time.sleep(0.2)
+        wait_until(
+            worker_stopped,
+            60,
+            what="the worker to stamp its stop",
+            interval=0.2,
+            context=dashboard.log,
+        )
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", dashboard.port), timeout=2).close()
 

@@ -20,6 +20,7 @@ from engine.events import (
     Sample,
     TrainStepFinished,
 )
+from tests.recipes import TINY_COLOR_QUICK
 from tests.webapp.personas import make_run
 from webapp.runs.models import Checkpoint, Event, Run
 from webapp.runs.models import Sample as SampleRow
@@ -226,11 +227,7 @@ def test_a_run_whose_media_cannot_be_written_fails_with_the_reason(
 
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.GROUPWISE_RUNS_DIR = tmp_path / "runs"
-    recipe = apply_overrides(
-        PRESETS["tiny-color"].recipe,
-        {"rollout_batch_size": 1, "n_samples_per_prompt": 2, "diffusion_microgroup_size": 2,
-         "micro_batch_size_sample": 2, "max_steps": 3, "eval_every": 0, "checkpoint_every": 0},
-    )  # fmt: skip
+    recipe = apply_overrides(PRESETS["tiny-color"].recipe, {**TINY_COLOR_QUICK, "max_steps": 3})
     run = Run.objects.create(owner=owner, name="full disk", recipe=recipe.to_dict(), max_steps=3)
     fail_on_save(monkeypatch, 1, errno.EACCES)
     # Listing every installed package's version takes seconds and is not what is tested here.

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from tests.recipes import GROUPS_OF_FOUR
 from tests.webapp.personas import client_for, make_run
 from webapp.core.models import WorkerHeartbeat
 from webapp.runs.models import Run
@@ -106,11 +107,7 @@ def test_the_api_launches_and_reports(owner: Any, other: Any) -> None:
         data=json.dumps(
             {
                 "preset": "tiny-color",
-                "overrides": {
-                    "n_samples_per_prompt": 4,
-                    "diffusion_microgroup_size": 4,
-                    "micro_batch_size_sample": 4,
-                },
+                "overrides": GROUPS_OF_FOUR,
             }
         ),
         content_type="application/json",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,8 @@ from django.test import Client
 
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
+from tests.recipes import TINY_COLOR_SMALL
+from tests.waiting import wait_until
 from tests.webapp.personas import client_for
 from tests.webapp.webhooks import webhook_receiver
 from tests.webapp.workers import broker, client_app, start_worker
@@ -19,15 +20,7 @@ from webapp.runs.models import Checkpoint, Event, Notification, Run, Sample
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-TWO_STEPS = {
-    "rollout_batch_size": 2,
-    "n_samples_per_prompt": 4,
-    "diffusion_microgroup_size": 4,
-    "micro_batch_size_sample": 4,
-    "max_steps": 2,
-    "checkpoint_every": 2,
-    "eval_every": 2,
-}
+TWO_STEPS = {**TINY_COLOR_SMALL, "max_steps": 2, "checkpoint_every": 2, "eval_every": 2}
 
 
 @pytest.fixture
@@ -90,10 +83,12 @@ def test_cancel_through_the_api_stops_within_one_phase(owner: Any, worker_setup)
     app, worker, _tmp_path = worker_setup
     run = queued_run(owner, max_steps=40, checkpoint_every=20, eval_every=20)
     result = app.send_task("runs.train_run", args=[run.pk], queue="gpu")
-    deadline = time.monotonic() + 300
-    while not Event.objects.filter(run=run, type="rollout_finished").exists():
-        assert time.monotonic() < deadline, worker.log()
-        time.sleep(0.1)
+    wait_until(
+        lambda: Event.objects.filter(run=run, type="rollout_finished").exists(),
+        300,
+        what="a first rollout",
+        context=worker.log,
+    )
     api: Client = client_for(owner)
     response = api.post(
         f"/api/runs/{run.pk}/cancel/", data=json.dumps({}), content_type="application/json"

@@ -12,6 +12,7 @@ import redis
 from django.conf import settings
 
 from tests.conftest import require_service
+from tests.waiting import wait_until
 from tests.webapp.workers import RABBITMQ_BROKER, REDIS_BROKER, broker, client_app, start_worker
 from webapp.core.models import WorkerHeartbeat
 
@@ -66,15 +67,13 @@ def test_heartbeat_advances_while_running(tmp_path: Path) -> None:
     b, _ = _prepare("embedded", tmp_path)
     with start_worker(b, tmp_path) as worker:
         first = worker.wait_ready()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def refreshed() -> WorkerHeartbeat | None:
             row = worker.heartbeat()
             assert row is not None
-            if row.last_seen > first.last_seen:
-                break
-            time.sleep(0.1)
-        else:
-            pytest.fail(f"heartbeat never refreshed:\n{worker.log()}")
+            return row if row.last_seen > first.last_seen else None
+
+        row = wait_until(refreshed, 30, what="the heartbeat to refresh", context=worker.log)
         assert row.started_at == first.started_at
         worker.stop()
 
@@ -105,10 +104,7 @@ def test_warm_shutdown_stops_a_running_task_between_steps(tmp_path: Path) -> Non
     with start_worker(b, tmp_path) as worker:
         worker.wait_ready()
         result = app.send_task("tests.wait_for_stop", args=[str(marker), 300.0], queue="gpu")
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert time.monotonic() < deadline, worker.log()
-            time.sleep(0.05)
+        wait_until(marker.exists, 60, what="the task to start", context=worker.log)
         started = time.monotonic()
         assert worker.stop(signal.SIGTERM, timeout=60) == 0
         assert result.get(timeout=30) == "stopped"

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from celery import Celery
 from django.conf import settings
 
+from tests.waiting import wait_until
 from webapp.core.models import WorkerHeartbeat
 from webapp.core.worker import worker_command
 
@@ -85,15 +85,16 @@ class WorkerProcess:
 
     def wait_ready(self) -> WorkerHeartbeat:
         """Block until the worker's first heartbeat row exists (it is written once it consumes)."""
-        deadline = time.monotonic() + START_SECONDS
-        while time.monotonic() < deadline:
+
+        def first_heartbeat() -> WorkerHeartbeat | None:
             row = self.heartbeat()
-            if row is not None:
-                return row
-            if self.process.poll() is not None:
+            if row is None and self.process.poll() is not None:
                 raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()}")
-            time.sleep(0.1)
-        raise AssertionError(f"worker not ready within {START_SECONDS} s:\n{self.log()}")
+            return row
+
+        return wait_until(
+            first_heartbeat, START_SECONDS, what="the worker's first heartbeat", context=self.log
+        )
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.process.poll() is None:

@@ -3,7 +3,6 @@ ones that time out, fail or answer wrongly."""
 
 import json
 import re
-import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from engine.events import encode_image
+from engine.ports import free_port
 from engine.rewards import build_reward
 from engine.rewards.color import ColorReward
 from engine.rewards.remote import RemoteConfig, RemoteReward, RemoteRewardError
@@ -164,11 +164,8 @@ def test_a_wrong_answer_is_a_clear_error(scripted):
 
 
 def test_nobody_listening_fails_after_the_retries():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     with pytest.raises(RemoteRewardError, match=r"failed 2 attempts .*ConnectionRefusedError"):
-        remote(f"http://127.0.0.1:{port}/score", retries=1)(IMAGES, PROMPTS, METADATA)
+        remote(f"http://127.0.0.1:{free_port()}/score", retries=1)(IMAGES, PROMPTS, METADATA)
 
 
 def test_the_reference_server_rejects_malformed_batches(reference_server):

@@ -4,7 +4,6 @@ the concurrency limit, a server killed mid-rollout, start-up and protocol errors
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from engine.loop import SYNC_DIR, run
 from engine.models.loading import load_model
 from engine.overrides import apply_overrides
 from engine.policy import Policy
+from engine.ports import free_port
 from engine.presets import PRESETS
 from engine.ranks import train
 from engine.recipe import ModelConfig
@@ -99,9 +99,7 @@ def test_a_server_killed_mid_rollout_hands_its_requests_to_the_other(
 
 
 def test_an_unreachable_url_at_start_up_is_named(server_url):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     backend = SGLangBackend([server_url, dead])
     with pytest.raises(RolloutServerError, match=f"unreachable: {dead} "):
         backend.check_servers()
@@ -325,9 +323,7 @@ def _synced(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def test_an_unreachable_server_fails_the_run_before_the_model_loads(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    dead = f"http://127.0.0.1:{free_port()}"
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe, {"rollout.backend": "sglang", "rollout.server_urls": [dead]}
     )
