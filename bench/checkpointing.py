@@ -9,7 +9,7 @@ DiT is a random-weight pixel-space SD3 transformer of ``--layers`` blocks (6 hea
 wide, 4 x 4 patches: a 64 px image is 256 tokens), made trainable by ``engine.policy.Policy``
 as a run does (``--target``: full or attn), in ``--dtype``. Each setting runs in a fresh
 process, so neither inherits the other's freed heap. Of the first tile it reports the peak
-memory above what was in use before it (``engine.memory.MemoryProbe``: the CUDA allocator on a
+memory above what was in use before it (``engine.memory.probe.MemoryProbe``: the CUDA allocator on a
 GPU, the process's peak RSS on a CPU) and the activation bytes autograd saves for the backward
 outside checkpointed blocks (a saved-tensors hook counts each buffer once, weights, saved by
 reference, left out: exact and independent of the allocator, but blind to the block inputs that
@@ -34,13 +34,13 @@ sys.path.insert(0, str(REPO))
 
 from diffusers import SD3Transformer2DModel  # noqa: E402
 
-from engine.memory import MemoryProbe  # noqa: E402
+from engine.memory.probe import MemoryProbe  # noqa: E402
+from engine.models.tiny.model import TinyModel, tiny_scheduler  # noqa: E402
+from engine.models.tiny.text import TinyTextConfig, TinyTextEncoder  # noqa: E402
 from engine.policy import Policy  # noqa: E402
 from engine.recipe import ModelConfig  # noqa: E402
 from engine.rollout import RolloutRequest  # noqa: E402
 from engine.rollout.steps import stochastic_step  # noqa: E402
-from engine.tiny.model import TinyModel, tiny_scheduler  # noqa: E402
-from engine.tiny.text import TinyTextConfig, TinyTextEncoder  # noqa: E402
 
 MB = 1e6
 

@@ -4,8 +4,8 @@
     bench/gpu_scale.sh                                  # on the lent GPU machine (see there)
 
 Nothing is downloaded: each transformer and VAE is built from the published configs shipped in
-engine/architectures, with random weights, in bfloat16 on the device. The text encoder is left
-out and its output drawn at random in its real shape (TEXT_TOKENS x joint_attention_dim): a
+engine/memory/architectures, with random weights, in bfloat16 on the device. The text encoder is
+left out and its output drawn at random in its real shape (TEXT_TOKENS x joint_attention_dim): a
 prompt is encoded once per request, and the DiT is what scales with M. Per family:
 
 1. Rollout: one request of M samples at 512 px, 10 steps, the presets' guidance (Qwen-Image's
@@ -51,15 +51,15 @@ from diffusers import (  # noqa: E402
 )
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from engine.architecture import SHIPPED, measure_directory  # noqa: E402
-from engine.memory import MemoryProbe  # noqa: E402
-from engine.memory_plan import TEXT_TOKENS, MemoryPlan, memory_plan  # noqa: E402
+from engine.memory.architecture import SHIPPED, measure_directory  # noqa: E402
+from engine.memory.plan import TEXT_TOKENS, MemoryPlan, memory_plan  # noqa: E402
+from engine.memory.probe import MemoryProbe  # noqa: E402
 from engine.models.base import FlowModel  # noqa: E402
+from engine.models.precision import resolved_checkpointing  # noqa: E402
 from engine.models.qwen_image import QwenImageModel  # noqa: E402
 from engine.models.sd3 import SD3Model  # noqa: E402
 from engine.overrides import apply_overrides  # noqa: E402
 from engine.policy import Policy  # noqa: E402
-from engine.precision import resolved_checkpointing  # noqa: E402
 from engine.presets import preset  # noqa: E402
 from engine.recipe import Recipe  # noqa: E402
 from engine.rollout import InProcessBackend, RolloutRequest  # noqa: E402

@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from engine import events  # noqa: E402
-from engine.loop import run  # noqa: E402
 from engine.overrides import apply_overrides, parse_assignments  # noqa: E402
 from engine.presets import PRESETS  # noqa: E402
+from engine.run.loop import run  # noqa: E402
 
 GOAL, PER_PROMPT = 0.8, 0.7
 

@@ -29,7 +29,7 @@ from report import heading, publish
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.ports import free_port  # noqa: E402
+from engine.net.ports import free_port  # noqa: E402
 
 REDIS = "redis://127.0.0.1:6379/11"
 

@@ -40,7 +40,7 @@ from report import heading, publish
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.ports import free_port  # noqa: E402
+from engine.net.ports import free_port  # noqa: E402
 
 POSTGRES = "postgres://postgres@127.0.0.1:5432"
 REDIS_BROKER = "redis://127.0.0.1:6379/9"

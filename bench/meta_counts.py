@@ -1,13 +1,13 @@
 """How long the memory plan's exact parameter counts take: each shipped architecture built on the
-meta device, as ``python -m engine.architecture`` and a recipe with ``model.path`` do.
+meta device, as ``python -m engine.memory.architecture`` and a recipe with ``model.path`` do.
 
     python bench/meta_counts.py
 
 One process: the imports of diffusers and transformers first (paid once per process), then each
-architecture once (``engine.architecture`` caches a directory's counts per process, so a second
-build of the same directory is free). Validation itself never builds: it reads counts.json.
-The first build also pays for diffusers' lazily imported model modules. The table is printed
-and appended to docs/performance.md with the machine.
+architecture once (``engine.memory.architecture`` caches a directory's counts per process, so a
+second build of the same directory is free). Validation itself never builds: it reads counts.json.
+The first build also pays for diffusers' lazily imported model modules. The table is printed and
+appended to docs/performance.md with the machine.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from report import heading, publish
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from engine.architecture import SHIPPED, measure_shipped  # noqa: E402
+from engine.memory.architecture import SHIPPED, measure_shipped  # noqa: E402
 
 
 def _amount(count: int) -> str:

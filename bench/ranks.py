@@ -3,7 +3,7 @@
     python bench/ranks.py [--rollouts 3] [--prompts 4] [--steps 8]
 
 Trains the tiny-color recipe (P=--prompts x G=4, microgroups of 4) for --rollouts rollouts three
-ways through ``engine.ranks.train``: one process (num_gpus=1), two gloo ranks holding whole
+ways through ``engine.run.ranks.train``: one process (num_gpus=1), two gloo ranks holding whole
 copies (fsdp=false) and two gloo ranks sharding the transformer (fsdp=true). In both two-rank
 runs each rank generates half of every rollout (``engine.rollout.spread``) and trains its half
 of every optimizer step. The first rollout warms up; the table reports the fastest later one's
@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 from engine import events  # noqa: E402
 from engine.overrides import apply_overrides  # noqa: E402
 from engine.presets import PRESETS  # noqa: E402
-from engine.ranks import train  # noqa: E402
+from engine.run.ranks import train  # noqa: E402
 
 CONFIGURATIONS = (
     ("one process", 1, True),

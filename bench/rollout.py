@@ -35,15 +35,15 @@ sys.path.insert(0, str(REPO))
 from diffusers import SD3Transformer2DModel  # noqa: E402
 
 from engine.models.base import FlowModel  # noqa: E402
+from engine.models.tiny.model import TinyModel, tiny_scheduler  # noqa: E402
+from engine.models.tiny.text import TinyTextConfig, TinyTextEncoder  # noqa: E402
+from engine.models.tiny.weights import load_tiny  # noqa: E402
 from engine.rollout import (  # noqa: E402
     InProcessBackend,
     RolloutRequest,
     RolloutResult,
     generate_one_by_one,
 )
-from engine.tiny.model import TinyModel, tiny_scheduler  # noqa: E402
-from engine.tiny.text import TinyTextConfig, TinyTextEncoder  # noqa: E402
-from engine.tiny.weights import load_tiny  # noqa: E402
 
 MICROGROUPS = (1, 2, 4, 8, 16)
 

@@ -1,7 +1,7 @@
-"""``python -m engine``: the headless command line (see ``engine.cli``)."""
+"""``python -m engine``: the headless command line (see ``engine.cli.main``)."""
 
 import sys
 
-from engine.cli import main
+from engine.cli.main import main
 
 sys.exit(main())

@@ -171,7 +171,7 @@ class RolloutFinished(Event):
 class StepMetrics(NamedTuple):
     """One optimizer step's numbers (means over its samples and stochastic steps), as the trainer
     returns them: the one list of train metrics, which ``TrainStepFinished`` and the metrics table
-    (``engine.metrics_table``) take theirs from."""
+    (``engine.run.metrics_table``) take theirs from."""
 
     loss: float
     policy_loss: float

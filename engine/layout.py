@@ -11,8 +11,8 @@ import random
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from engine.families import FAMILIES
-from engine.memory_plan import memory_plan
+from engine.memory.plan import memory_plan
+from engine.models.families import FAMILIES
 from engine.problems import RecipeError
 from engine.recipe import Recipe
 from engine.validation import validate

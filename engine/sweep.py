@@ -4,7 +4,7 @@ The single-prompt multi-generation checklist (docs/single-prompt-multi-generatio
 sweep ``diffusion_microgroup_size`` over 1, 2, 4, 8, 16 with everything else fixed and to judge
 M by end-to-end iteration time, not generation time alone. ``sweep`` does that: for each M it
 runs the same rollouts (same prompts, seeds and SDE windows, which never depend on M) with the
-loop's own steps (``engine.steps``): scored in the background, microgroup by microgroup, and,
+loop's own steps (``engine.run.steps``): scored in the background, microgroup by microgroup, and,
 with ``update``, trained on from the same starting weights. Per M it reports images/s, DiT
 forwards/s, peak memory, seconds per phase, the end-to-end iteration time, and how far its
 samples are from those of the first M (they must agree within the batch-variance tolerance).
@@ -26,23 +26,23 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from engine.health import phase_seconds
-from engine.memory import MemoryProbe
+from engine.memory.probe import MemoryProbe
 from engine.models.base import FlowModel
 from engine.models.loading import load_model, resolve_model_dir
+from engine.models.precision import resolved_checkpointing, resolved_dtype
 from engine.overrides import apply_overrides
 from engine.plain import from_plain, to_plain
 from engine.policy import Policy
-from engine.precision import resolved_checkpointing, resolved_dtype
 from engine.problems import Problem, RecipeError, or_list
 from engine.prompts import PromptSet, load_prompts
 from engine.recipe import Recipe
 from engine.rewards import Reward, build_rewards
 from engine.rollout.in_process import InProcessBackend
-from engine.steps import Scoring, draw_requests, rollout_advantages, update
+from engine.run.health import phase_seconds
+from engine.run.steps import Scoring, draw_requests, rollout_advantages, update
+from engine.run.world import OneProcess
 from engine.trainer import Trainer
 from engine.validation import check_paths, divisors, validate
-from engine.world import OneProcess
 
 SCHEMA_VERSION = 1
 #: Samples at two sizes agree when their images differ by at most this many uint8 levels and
@@ -322,7 +322,7 @@ class _Measured:
 
 
 class _Bench:
-    """Runs rollouts of a recipe with the loop's steps (``engine.steps``), timing each phase."""
+    """Runs rollouts of a recipe with the loop's steps (``engine.run.steps``), timing each phase."""
 
     def __init__(
         self,

@@ -11,10 +11,10 @@ samples x ``micro_batch_size_tstep`` steps, whose gradients accumulate over the
 ``global_batch_size`` samples of each of the ``num_steps_per_rollout`` optimizer steps. Tiles the
 size of the rollout's microgroups replay exactly; other sizes change the DiT's batches.
 
-Data-parallel (``engine.distributed``): with a context, each rank trains on its ``shard`` of every
-optimizer step's samples, its loss the mean over its share; the ranks' gradients are averaged (by
-``average_gradients``, or by FSDP) before clipping, so every rank clips the same global gradient
-and takes the single-process step. Metrics and the replay check are reduced over the ranks.
+Data-parallel (``engine.parallel.distributed``): with a context, each rank trains on its ``shard``
+of every optimizer step's samples, its loss the mean over its share; the ranks' gradients are
+averaged (by ``average_gradients``, or by FSDP) before clipping, so every rank clips the same global
+gradient and takes the single-process step. Metrics and the replay check are reduced over the ranks.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from typing import Any, NamedTuple
 
 import torch
 
-from engine import distributed
-from engine.distributed import DistContext
 from engine.events import StepMetrics
 from engine.models.base import FlowModel
 from engine.models.conditioning import Conditioning
+from engine.parallel import distributed
+from engine.parallel.distributed import DistContext
 from engine.policy import Policy
 from engine.recipe import Recipe
 from engine.rollout.steps import stochastic_step

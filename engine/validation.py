@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.egress import REFUSED
-from engine.egress import SETTING as EGRESS_SETTING
-from engine.egress import policy as egress_policy
-from engine.families import FAMILIES
-from engine.memory_fit import memory_problems
-from engine.precision import DTYPES, OFFLOADS
+from engine.memory.fit import memory_problems
+from engine.models.families import FAMILIES
+from engine.models.precision import DTYPES, OFFLOADS
+from engine.net.egress import REFUSED
+from engine.net.egress import SETTING as EGRESS_SETTING
+from engine.net.egress import policy as egress_policy
 from engine.problems import Problem, RecipeError, or_list
 from engine.prompts import load_prompts
 from engine.recipe import Recipe

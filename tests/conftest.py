@@ -12,7 +12,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # The suite's own rollout servers, reward servers and webhook listeners listen on 127.0.0.1; the
-# egress policy (engine.egress) refuses loopback unless listed, as an administrator would list a
+# egress policy (engine.net.egress) refuses loopback unless listed, as an administrator would list a
 # cluster's addresses. Tests of the refusals set their own policy; 127.0.0.2 and the rest of the
 # loopback range stay refused here. Set before Django and any subprocess (workers inherit it).
 os.environ["GROUPWISE_EGRESS_ALLOW"] = "127.0.0.1"

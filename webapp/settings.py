@@ -14,8 +14,8 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from engine.egress import SETTING as EGRESS_SETTING
-from engine.egress import EgressConfigError, EgressPolicy
+from engine.net.egress import SETTING as EGRESS_SETTING
+from engine.net.egress import EgressConfigError, EgressPolicy
 from webapp.env import (
     database_from_url,
     env_bool,
@@ -258,7 +258,7 @@ GROUPWISE_DATA_ROOTS = [
     )
 ]
 # Non-public addresses user URLs (rollout.server_urls, webhooks) may reach: host names, .domains
-# and CIDRs (engine/egress.py reads it where it connects). Parsed here so that a bad entry stops
+# and CIDRs (engine/net/egress.py reads it where it connects). Parsed here so that a bad entry stops
 # the start-up instead of failing each request.
 try:
     EgressPolicy.parse(env_str(EGRESS_SETTING, ""))

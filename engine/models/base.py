@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.families import FAMILIES
 from engine.models.conditioning import Conditioning
+from engine.models.families import FAMILIES
 
 
 class FlowModel(ABC):
@@ -27,7 +27,7 @@ class FlowModel(ABC):
     image size. The rollout stores them as they are and the trainer hands them back unchanged.
     """
 
-    #: The family name of ``engine.families.FAMILIES``.
+    #: The family name of ``engine.models.families.FAMILIES``.
     family: str
     #: The DiT: the module a trainer fine-tunes or gives LoRA adapters.
     transformer: torch.nn.Module

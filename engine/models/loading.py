@@ -56,7 +56,7 @@ def load_model(
                 f"family='{family}' has no built-in weights: set model.path in the recipe or "
                 "GROUPWISE_MODEL_DIR to a local diffusers directory"
             )
-        from engine.tiny.weights import load_tiny
+        from engine.models.tiny.weights import load_tiny
 
         return load_tiny(device=device, dtype=dtype)
     root = Path(directory)
@@ -73,7 +73,7 @@ def load_model(
             f"(model.family='{family}'): {hint}"
         )
     if family == "tiny":
-        from engine.tiny.weights import load_tiny
+        from engine.models.tiny.weights import load_tiny
 
         return load_tiny(root, device=device, dtype=dtype)
     return _load_pipeline_model(family, root, device, dtype)

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from engine.ports import free_port
+from engine.net.ports import free_port
 
 #: How often /health is asked while the server starts.
 POLL_SECONDS = 0.2

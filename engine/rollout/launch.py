@@ -6,7 +6,7 @@ with the ``ExitStack`` it is entered on). Servers are checked before the caller 
 
 The colocated server's command is the worker host's to set (``GROUPWISE_ROLLOUT_SERVER_COMMAND``),
 never a recipe's: a recipe is written by whoever submits a run, and the command runs as the worker.
-External servers are reached under the egress policy (``engine.egress``); a colocated one on the
+External servers are reached under the egress policy (``engine.net.egress``); a colocated one on the
 worker's own loopback is not a user's URL.
 """
 
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from engine.egress import EgressPolicy
 from engine.models.base import FlowModel
-from engine.precision import dtype_name
+from engine.models.precision import dtype_name
+from engine.net.egress import EgressPolicy
 from engine.recipe import Recipe
 from engine.rollout.backend import RolloutBackend
 from engine.rollout.colocated import ColocatedServer

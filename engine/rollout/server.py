@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from engine.models.base import FlowModel
-from engine.precision import dtype_for, dtype_name
+from engine.models.precision import dtype_for, dtype_name
 from engine.rollout.in_process import denoise, encode_request, seed_generators
 from engine.rollout.protocol import (
     ProtocolError,

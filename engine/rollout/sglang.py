@@ -25,8 +25,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from engine.egress import REFUSED, EgressPolicy, is_refusal
-from engine.egress import policy as egress_policy
+from engine.net.egress import REFUSED, EgressPolicy, is_refusal
+from engine.net.egress import policy as egress_policy
 from engine.policy import ADAPTER
 from engine.rollout.backend import BF16_SERVER, SAME_NUMERICS, ReplayTolerance
 from engine.rollout.latents import LatentLayout
@@ -82,7 +82,7 @@ class SGLangBackend:
         latents: LatentLayout | None = None,
     ) -> None:
         """``egress`` decides which addresses may be connected to; None reads the
-        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.egress``). ``dtype``: the
+        administrator's ``GROUPWISE_EGRESS_ALLOW`` (``engine.net.egress``). ``dtype``: the
         ``model.dtype`` name the run computes in; ``check_servers`` refuses a server whose
         ``/model_info`` reports another (the compatible server reports its ``dtype``; a server
         that reports none is not checked). ``latents`` is the trainer's layout, which returned

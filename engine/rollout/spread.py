@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
-from engine.distributed import DistContext, all_gather_objects
+from engine.parallel.distributed import DistContext, all_gather_objects
 from engine.rollout.backend import RolloutBackend
 from engine.rollout.types import RolloutRequest, RolloutResult
 
@@ -33,7 +33,7 @@ def generate_spread(
     ``check`` is called on rank 0 after each round's generation; an exception of a type in
     ``passes`` it raises (a stop) travels with the round's results and every rank raises it,
     so all ranks stop at the same round. Any other failure ends its own rank, which the
-    supervisor of the group reports (``engine.ranks``).
+    supervisor of the group reports (``engine.run.ranks``).
     """
     world = context.world_size
     for start in range(0, len(requests), world):

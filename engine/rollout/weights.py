@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from safetensors.torch import load_file, save_file
 
-from engine.fsdp import whole_tensor
+from engine.parallel.fsdp import whole_tensor
 from engine.policy import ADAPTER, Policy
 
 LORA_FILE = "pytorch_lora_weights.safetensors"

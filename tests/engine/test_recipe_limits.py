@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from engine.cli import EXIT_INVALID, main
+from engine.cli.main import EXIT_INVALID, main
 from engine.layout import layout
 from engine.overrides import apply_overrides
 from engine.problems import RecipeError

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from engine.models.loading import load_model
+from engine.models.precision import resolved_dtype
 from engine.overrides import apply_overrides
 from engine.policy import Policy
-from engine.precision import resolved_dtype
 from engine.presets import PRESETS
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import rollout_requests

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.tiny.model import TinyModel
-from engine.tiny.weights import load_tiny
+from engine.models.tiny.model import TinyModel
+from engine.models.tiny.weights import load_tiny
 from tests.sglang_d.harness.wheel import unpacked
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -15,7 +15,6 @@ import torch
 import torch.multiprocessing
 
 from engine import events
-from engine.loop import SYNC_DIR, run
 from engine.models.loading import load_model
 from engine.models.packing import unpack_2x2
 from engine.overrides import apply_overrides
@@ -28,6 +27,7 @@ from engine.rollout.sglang import RolloutServerError, SGLangBackend
 from engine.rollout.steps import stochastic_step
 from engine.rollout.tensor_sync import tensor_update_request
 from engine.rollout.weights import save_weights, sync_folder, weights_checksum
+from engine.run.loop import SYNC_DIR, run
 from tests.sglang_d.adapters import trained_lora
 from tests.sglang_d.test_conformance import _generate, _post, _tensor
 from tests.waiting import wait_until

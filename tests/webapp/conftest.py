@@ -52,7 +52,7 @@ def headless_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The --out folder of ``python -m engine train --preset tiny-color`` (in-process)."""
     import io
 
-    from engine.cli import main
+    from engine.cli.main import main
 
     out = tmp_path_factory.mktemp("headless") / "cli-run"
     arguments = ["train", "--preset", "tiny-color", "--out", str(out)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from engine.ports import free_port
+from engine.net.ports import free_port
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ def test_launch_watch_cancel_and_browse(tmp_path: Path) -> None:
         expect(page.locator("#layout-state")).to_have_text("Valid recipe.")
         # The memory plan per GPU: the total against gpu_memory_gb, a row and a bar per item.
         expect(page.locator("#memory-total")).to_contain_text("of 80 GB")
-        # One row per item of the plan (tests/engine/test_cli.py lists the 12 by name).
+        # One row per item of the plan (tests/engine/cli/test_main.py lists the 12 by name).
         expect(page.locator("#memory-table tr")).to_have_count(12)
         expect(page.locator("#memory-table tr[data-item='colocated server']")).to_have_count(1)
         expect(page.locator("#memory-table tr[data-item='headroom'] .membar")).to_be_visible()

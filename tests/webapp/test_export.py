@@ -15,11 +15,11 @@ import pytest
 from django.test import Client
 from PIL import Image
 
-from engine.loop import EVAL_SAMPLES_PER_PROMPT
 from engine.models.loading import load_model
 from engine.recipe import Recipe
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import evaluation_requests
+from engine.run.loop import EVAL_SAMPLES_PER_PROMPT
 from tests.webapp.personas import client_for, make_run
 from webapp.runs.importing import import_run
 from webapp.runs.models import Run, Sample

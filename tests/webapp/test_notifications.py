@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from django.core import mail
 
-from engine.ports import free_port
+from engine.net.ports import free_port
 from tests.webapp.personas import make_run
 from tests.webapp.webhooks import webhook_receiver
 from webapp.runs import notifications

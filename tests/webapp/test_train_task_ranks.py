@@ -2,8 +2,9 @@
 events stored once through the task's sink.
 
 One test only: the worker and two ranks each import torch and the engine (tens of seconds on a
-loaded machine). Cancellation and rank failures are covered by tests/engine/test_distributed_loop.py
-through the same ``engine.ranks.train`` the task calls.
+loaded machine). Cancellation and rank failures are covered by
+tests/engine/run/test_distributed_loop.py through the same ``engine.run.ranks.train`` the task
+calls.
 """
 
 from __future__ import annotations

@@ -27,9 +27,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
-from engine.metrics_table import rows_as_json
 from engine.presets import PRESETS
 from engine.problems import RecipeError
+from engine.run.metrics_table import rows_as_json
 from webapp.runs import export_views, housekeeping, services
 from webapp.runs.metrics import run_metrics
 from webapp.runs.models import MAX_ID, Run

@@ -1,8 +1,9 @@
 """Downloads of a run: trained weights (zip), metrics (CSV, JSON) and samples (zip).
 
-Thin over the engine (``engine.export``, ``engine.metrics_table``, ``engine.samples_export``):
-this module finds the run's records, streams what the engine makes, and is shared by the run
-page's links and the API's ``export`` actions. Another user's run is a 404, as everywhere.
+Thin over the engine (``engine.export.weights``, ``engine.run.metrics_table``,
+``engine.export.samples``): this module finds the run's records, streams what the engine makes, and
+is shared by the run page's links and the API's ``export`` actions. Another user's run is a 404, as
+everywhere.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
-from engine import metrics_table
-from engine.checkpoint import CheckpointError
-from engine.export import export_weights
+from engine.export.samples import SampleRecord, sample_files
+from engine.export.snippets import loading_snippet
+from engine.export.weights import export_weights
+from engine.export.zipstream import ExportFile, stream_zip
 from engine.recipe import Recipe
-from engine.samples_export import SampleRecord, sample_files
-from engine.snippets import loading_snippet
-from engine.zipstream import ExportFile, stream_zip
+from engine.run import metrics_table
+from engine.run.checkpoint import CheckpointError
 from webapp.runs.models import MAX_ID, Checkpoint, Event, Run
 
 #: The event types the metrics table reads.

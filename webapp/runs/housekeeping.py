@@ -2,7 +2,7 @@
 
 A run's files live in two folders: its images under ``MEDIA_ROOT/runs/<id>`` and its checkpoints
 under ``GROUPWISE_RUNS_DIR/<id>``. Retention (``GROUPWISE_KEEP_CHECKPOINTS``) runs each time a
-checkpoint is recorded; the choice of what to keep is the engine's (``engine.retention``).
+checkpoint is recorded; the choice of what to keep is the engine's (``engine.run.retention``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Sum
 
-from engine.retention import checkpoints_to_keep
+from engine.run.retention import checkpoints_to_keep
 from webapp.runs.models import Checkpoint, Event, Run
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 
 from engine.events import CheckpointSaved
-from engine.run_folder import RunFolderError, read_events, scan
+from engine.run.folder import RunFolderError, read_events, scan
 from webapp.runs.models import Run
 from webapp.runs.sink import store_event
 from webapp.runs.tasks import run_dir

@@ -19,7 +19,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.urls import reverse
 
-from engine import egress
+from engine.net import egress
 from webapp.runs.models import Notification, Run
 
 logger = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from django.core.validators import URLValidator
 from django.db import transaction
 from django.utils import timezone
 
-from engine import egress
 from engine.layout import layout_report
+from engine.net import egress
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
 from engine.problems import Problem, RecipeError

@@ -6,7 +6,7 @@ offered again later (``webapp.runs.queue``). Cancellation is cooperative: the lo
 ``should_stop`` between phases, and it answers ``cancelled`` once a user asked to cancel,
 ``interrupted`` once the worker is shutting down (Ctrl-C, SIGTERM), so the run can resume from
 its last checkpoint. A recipe with ``num_gpus`` > 1 trains in that many rank subprocesses of
-this task (``engine.ranks.train``: rank 0's events come back here to the sink, a stop is passed
+this task (``engine.run.ranks.train``: rank 0's events come back here to the sink, a stop is passed
 on, and the ranks die with the worker). Once a run stopped, ``after_run`` measures its disk use,
 offers the owner's next held run and sends the notifications.
 """
@@ -54,7 +54,7 @@ def train_run(run_id: int) -> str:
             return "cancelled"
         return None
 
-    from engine.ranks import train
+    from engine.run.ranks import train
 
     heartbeat.set_current_run(run_id)
     sink = RunSink(run)

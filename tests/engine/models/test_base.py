@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from engine.models.base import flow_sigmas, to_uint8
-from engine.tiny.model import tiny_scheduler
+from engine.models.tiny.model import tiny_scheduler
 
 
 def test_sigmas_run_from_one_to_zero():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from engine.models import ModelLoadError, load_model, resolve_model_dir
-from engine.tiny.model import TinyModel
-from engine.tiny.weights import BUILTIN_DIR
+from engine.models.tiny.model import TinyModel
+from engine.models.tiny.weights import BUILTIN_DIR
 from tests.engine.models import tiny_pipelines
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from engine.events import encode_image
-from engine.ports import free_port
+from engine.net.ports import free_port
 from engine.rewards import build_reward
 from engine.rewards.color import ColorReward
 from engine.rewards.remote import RemoteConfig, RemoteReward, RemoteRewardError

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.tiny.model import TinyModel
-from engine.tiny.weights import load_tiny
+from engine.models.tiny.model import TinyModel
+from engine.models.tiny.weights import load_tiny
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -10,7 +10,7 @@ from contextlib import ExitStack
 import pytest
 import torch
 
-from engine.egress import EgressPolicy
+from engine.net.egress import EgressPolicy
 from engine.overrides import apply_overrides
 from engine.recipe import Recipe
 from engine.rollout.colocated import ColocatedServer, ServerStartError

@@ -17,13 +17,11 @@ from safetensors.torch import load_file
 
 from engine import events
 from engine.layout import layout
-from engine.loop import SYNC_DIR, run
 from engine.models.loading import load_model
+from engine.net.ports import free_port
 from engine.overrides import apply_overrides
 from engine.policy import Policy
-from engine.ports import free_port
 from engine.presets import PRESETS
-from engine.ranks import train
 from engine.recipe import ModelConfig
 from engine.rollout import InProcessBackend, RolloutRequest
 from engine.rollout.latents import LatentLayout
@@ -31,6 +29,8 @@ from engine.rollout.protocol import pack
 from engine.rollout.server import RolloutService, make_server
 from engine.rollout.sglang import RolloutServerError, SGLangBackend
 from engine.rollout.weights import save_weights
+from engine.run.loop import SYNC_DIR, run
+from engine.run.ranks import train
 
 
 def _requests(count: int) -> list[RolloutRequest]:

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.distributed import DistContext
+from engine.models.tiny.weights import load_tiny
+from engine.parallel.distributed import DistContext
 from engine.rollout import InProcessBackend, RolloutRequest
 from engine.rollout.spread import generate_spread
-from engine.tiny.weights import load_tiny
-from tests.engine.launch import launch
+from tests.engine.parallel.launch import launch
 
 
 class Halt(Exception):

@@ -35,8 +35,8 @@ from fastapi import FastAPI, HTTPException, Request, Response
 
 from engine.models.base import FlowModel
 from engine.models.packing import pack_2x2, unpack_2x2
+from engine.models.tiny.weights import load_tiny
 from engine.rollout.weights import load_full, load_lora
-from engine.tiny.weights import load_tiny
 from tests.sglang_d.harness.modules import RUNTIME, install, real, real_function
 
 #: How often a held generation looks for its release file.

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from engine.run_folder import RunFolderError
+from engine.run.folder import RunFolderError
 from webapp.runs.importing import import_run
 
 

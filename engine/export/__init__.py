@@ -1,0 +1,2 @@
+"""What leaves a run: its trained weights as files, its samples as archives, and the
+code that loads them."""

@@ -1,0 +1,1 @@
+"""Where the engine connects: the egress policy for users' URLs, and local ports."""

@@ -1,0 +1,1 @@
+"""Data-parallel training: the process group and its collectives, and FSDP sharding."""
