@@ -14,7 +14,7 @@ from django.utils import timezone
 from engine.events import LogLine
 from tests.webapp.personas import make_run
 from webapp.routing import websocket_urlpatterns
-from webapp.runs.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED
+from webapp.runs.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, FOLLOWER
 from webapp.runs.models import Event, Run
 from webapp.runs.sink import RunSink
 
@@ -118,3 +118,20 @@ async def test_a_push_after_a_gap_is_filled_from_the_database(owner: Any) -> Non
     assert [e["seq"] for e in batch["events"]] == [5, 6]
     assert batch["events"][1]["payload"] == {}, "read from the database, not the push"
     await communicator.disconnect()
+
+
+async def test_a_socket_that_never_subscribed_leaves_the_others_watch_alone(
+    owner: Any, settings: Any
+) -> None:
+    # The embedded follower (no Redis) polls for the runs its sockets watch.
+    settings.REDIS_URL = ""
+    run = await run_with_events(owner, 1)
+    watcher, passer = socket(run.pk, owner), socket(run.pk, owner)
+    assert (await watcher.connect())[0] and (await passer.connect())[0]
+    await watcher.send_json_to({"type": "subscribe", "after": 0})
+    await watcher.receive_json_from(timeout=10)
+    assert FOLLOWER.watchers.get(run.pk) == 1
+    await passer.disconnect()
+    assert FOLLOWER.watchers.get(run.pk) == 1
+    await watcher.disconnect()
+    assert run.pk not in FOLLOWER.watchers

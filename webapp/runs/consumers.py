@@ -37,6 +37,9 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
 
     run_id: int
     after: int | None = None
+    #: Whether this socket joined its run's group, and whether the embedded follower counts it.
+    joined = False
+    watching = False
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -49,11 +52,15 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_NOT_FOUND)
             return
         await self.channel_layer.group_add(run_group(self.run_id), self.channel_name)
+        self.joined = True
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
-        if hasattr(self, "run_id"):
+        if self.joined:
             await self.channel_layer.group_discard(run_group(self.run_id), self.channel_name)
+        # Only a socket the follower counted may take itself off: another socket's watch of the
+        # same run must go on.
+        if self.watching:
             FOLLOWER.unwatch(self.run_id)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
@@ -76,6 +83,7 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
         await self._send_new()
         if first and not settings.REDIS_URL:
             FOLLOWER.watch(self.run_id, self.after)
+            self.watching = True
 
     async def run_event(self, message: dict[str, Any]) -> None:
         """New events were stored. Those that follow on from what this socket has seen are sent
