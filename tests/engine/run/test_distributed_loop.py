@@ -257,11 +257,13 @@ def _ranks_of(pid: int) -> list[int] | None:
 
 def _rank_pid(pid: int, rank: int) -> int:
     for child in _children(pid):
-        environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-        if (
-            f"RANK={rank}".encode() in environ
-            and b"engine.run.ranks" in Path(f"/proc/{child}/cmdline").read_bytes()
-        ):
+        try:
+            environ = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            # A short-lived child (a compiler, a helper) ended between listing and reading.
+            continue
+        if f"RANK={rank}".encode() in environ and b"engine.run.ranks" in command:
             return child
     raise AssertionError(f"no rank {rank} among the children of {pid}")
 
