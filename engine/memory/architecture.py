@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from engine.models.tiny.text import TEXT_ENCODER_ENTRY
 from engine.parallel.fsdp import dit_blocks
 from engine.policy import ATTENTION_MODULES, MLP_MODULES
 
@@ -51,7 +52,7 @@ LORA_MODULES = {"attn": ATTENTION_MODULES, "attn+mlp": ATTENTION_MODULES + MLP_M
 #: Components of a pipeline that are the text encoders.
 TEXT_ENCODER_PREFIX = "text_encoder"
 #: The built-in tiny model's text encoder is the project's own class, not a library's.
-TINY_TEXT_ENCODER = ("engine.models.tiny.text", "TinyTextEncoder")
+TINY_TEXT_ENCODER = TEXT_ENCODER_ENTRY
 
 
 class ArchitectureError(ValueError):

@@ -14,6 +14,12 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+#: How a tiny model directory's ``model_index.json`` names its text encoder. The name is stored in
+#: the shipped weights (covered by their SHA256SUMS) and in every tiny model a run exported, so it
+#: stays what it was when the package was ``engine.tiny``: it names the component, it is not an
+#: import path.
+TEXT_ENCODER_ENTRY = ("engine.tiny.text", "TinyTextEncoder")
+
 #: Words with an id of their own; ids 0 and 1 are padding and the start token.
 VOCABULARY: tuple[str, ...] = (
     "<pad>",

@@ -25,7 +25,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
 from safetensors.torch import load_file, save_file
 
 from engine.models.tiny.model import TinyModel
-from engine.models.tiny.text import TinyTextConfig, TinyTextEncoder
+from engine.models.tiny.text import TEXT_ENCODER_ENTRY, TinyTextConfig, TinyTextEncoder
 
 #: Where the shipped weights live.
 BUILTIN_DIR = Path(__file__).parent / "weights"
@@ -47,7 +47,7 @@ def save_tiny(model: TinyModel, directory: str | Path) -> None:
         "_class_name": PIPELINE_CLASS,
         "_diffusers_version": diffusers.__version__,
         "transformer": ["diffusers", "SD3Transformer2DModel"],
-        "text_encoder": ["engine.models.tiny.text", "TinyTextEncoder"],
+        "text_encoder": list(TEXT_ENCODER_ENTRY),
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
     }
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
