@@ -7,9 +7,11 @@ form (both go through ``services.build_recipe``).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -31,6 +33,7 @@ from engine.presets import PRESETS
 from engine.problems import RecipeError
 from engine.run.metrics_table import rows_as_json
 from webapp.runs import export_views, housekeeping, services
+from webapp.runs.event_pages import event_page
 from webapp.runs.metrics import run_metrics
 from webapp.runs.models import MAX_ID, Run
 from webapp.runs.queue import queue_entries
@@ -287,12 +290,10 @@ class RunViewSet(
         events = run.events.filter(seq__gt=_int_param(request, "after") or 0)
         if request.query_params.get("superseded") not in ("1", "true", "yes"):
             events = events.filter(superseded=False)
-        page = list(events.order_by("seq")[: EVENTS_PAGE + 1])
-        return Response(
-            EventPageSerializer(
-                {"results": page[:EVENTS_PAGE], "more": len(page) > EVENTS_PAGE}
-            ).data
-        )
+        # The stored payloads go out as stored (``event_pages``): the page is written as text.
+        page, more = event_page(events, EVENTS_PAGE, full=True)
+        body = f'{{"results": {page.json}, "more": {json.dumps(more)}}}'
+        return HttpResponse(body, content_type="application/json")
 
     @extend_schema(
         parameters=[

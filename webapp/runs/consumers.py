@@ -11,6 +11,7 @@ the event table for every watched run in a single query.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Max
 
+from webapp.runs.event_pages import EventPage, event_page
 from webapp.runs.models import MAX_ID, Event, Run
 from webapp.runs.sink import RUN_STATE, run_group
 
@@ -100,11 +102,14 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def _send_new(self) -> None:
         assert self.after is not None
         while True:
-            events, run = await _events_after(self.run_id, self.after)
-            if events:
-                self.after = events[-1]["seq"]
-            await self.send_json({"type": "events", "events": events, "run": run})
-            if len(events) < BATCH:
+            page, run = await _events_after(self.run_id, self.after)
+            if page.last_seq is not None:
+                self.after = page.last_seq
+            # The stored payloads go out as stored (``event_pages``): the message is text.
+            await self.send(
+                text_data=f'{{"type": "events", "events": {page.json}, "run": {json.dumps(run)}}}'
+            )
+            if page.size < BATCH:
                 return
 
 
@@ -114,13 +119,11 @@ def _visible(run_id: int, user: Any) -> bool:
 
 
 @database_sync_to_async
-def _events_after(run_id: int, after: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    rows = Event.objects.filter(run_id=run_id, seq__gt=after, superseded=False).order_by("seq")
-    events = [
-        {"seq": e.seq, "type": e.type, "step": e.step, "payload": e.payload} for e in rows[:BATCH]
-    ]
+def _events_after(run_id: int, after: int) -> tuple[EventPage, dict[str, Any]]:
+    rows = Event.objects.filter(run_id=run_id, seq__gt=after, superseded=False)
+    page, _more = event_page(rows, BATCH, full=False)
     run = Run.objects.values(*RUN_STATE).get(pk=run_id)
-    return events, dict(run)
+    return page, dict(run)
 
 
 class EventFollower:
@@ -153,8 +156,10 @@ class EventFollower:
                 latest = await _latest_seqs(list(self.watched))
                 for run_id, seq in latest.items():
                     if run_id in self.watched and seq > self.watched[run_id]:
-                        # One read for every socket of this process watching the run.
-                        events, run = await _events_after(run_id, self.watched[run_id])
+                        # One read for every socket of this process watching the run; only
+                        # the events since the last tick, which the message carries decoded.
+                        page, run = await _events_after(run_id, self.watched[run_id])
+                        events = json.loads(page.json)
                         self.watched[run_id] = seq
                         await layer.group_send(
                             run_group(run_id),
