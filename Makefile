@@ -26,7 +26,7 @@ $(VENV)/.installed-test: $(VENV)/.installed-run
 	touch $@
 
 run: $(VENV)/.installed-run
-	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+	$(PY) manage.py serve --migrate --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

@@ -229,7 +229,7 @@ def run_profile(args: Any) -> str:
     log_path = var_dir / "serve.log"
     with log_path.open("wb") as log:
         server = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port),
+            [sys.executable, "manage.py", "serve", "--migrate", "--port", str(port),
              "--web-workers", str(args.web_workers)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

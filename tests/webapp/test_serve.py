@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -125,3 +126,32 @@ def test_web_workers_below_one_are_refused_before_anything_starts() -> None:
 
     with pytest.raises(CommandError, match="--web-workers=0: use 1 or more"):
         call_command("serve", "--web-workers", "0", "--port", "1")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.production
+def test_a_web_host_refuses_an_unprepared_database_naming_the_release_step(
+    tmp_path: Path, settings: Any
+) -> None:
+    from django.core.management import CommandError, call_command
+
+    from webapp.core.management.commands.serve import require_prepared
+
+    settings.STATIC_ROOT = tmp_path / "static"
+    settings.STATIC_ROOT.mkdir()
+    with pytest.raises(CommandError, match="no static files are collected") as refused:
+        require_prepared()
+    assert "unapplied" not in str(refused.value)
+    (settings.STATIC_ROOT / "groupwise.css").write_text("")
+    require_prepared()
+    call_command("migrate", "accounts", "zero", verbosity=0)
+    try:
+        with pytest.raises(
+            CommandError,
+            match=r"has 1 unapplied migration \(accounts\.0001_initial\): run the release step.*"
+            r"`serve --migrate`",
+        ):
+            require_prepared()
+    finally:
+        call_command("migrate", verbosity=0)
+    require_prepared()

@@ -1,5 +1,11 @@
-"""Start the dashboard: migrate, collect static files, ensure an admin, then run the ASGI server
-(HTTP and websockets on one port) and a Celery worker side by side until Ctrl-C.
+"""Start the dashboard: prepare the database, ensure an admin, then run the ASGI server (HTTP and
+websockets on one port) and a Celery worker side by side until Ctrl-C.
+
+Preparing is the release step: migrate and collect static files. The embedded SQLite database
+lives on this host alone, so ``serve`` always prepares it. A server database (PostgreSQL) is
+shared by every web host: it is prepared once per release (``manage.py migrate`` and
+``collectstatic``, or one host started with ``--migrate``), and a host started without it refuses
+to start on an unprepared one, naming the step, so hosts starting together never race to migrate.
 
 Ctrl-C asks both to stop: the server closes its connections and the worker finishes a warm
 shutdown, during which a running training task sees the stop request between steps, saves its
@@ -14,10 +20,14 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from webapp.core.worker import worker_command
 
@@ -40,14 +50,23 @@ class Command(BaseCommand):
             help="Server processes: Django runs each process's sync views on one thread, so more "
             "processes answer more API requests at once (docs/performance.md).",
         )
+        parser.add_argument(
+            "--migrate",
+            action="store_true",
+            help="Migrate the database and collect static files first: the release step, on one "
+            "host (the embedded SQLite database is always prepared).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
         if options["web_workers"] < 1:
             raise CommandError(f"--web-workers={options['web_workers']}: use 1 or more")
         _require_free_port(host, port)
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("collectstatic", interactive=False, verbosity=0)
+        if options["migrate"] or connection.vendor == "sqlite":
+            call_command("migrate", interactive=False, verbosity=0)
+            call_command("collectstatic", interactive=False, verbosity=0)
+        else:
+            require_prepared()
         call_command("ensure_admin", stdout=self.stdout)
 
         children: dict[str, subprocess.Popen[bytes]] = {
@@ -107,6 +126,26 @@ class Command(BaseCommand):
         if exit_code:
             raise CommandError(f"stopped with exit code {exit_code}", returncode=exit_code)
         self.stdout.write("Stopped.")
+
+
+def require_prepared() -> None:
+    """Raise ``CommandError`` naming the release step unless the database is migrated and the
+    static files are collected."""
+    executor = MigrationExecutor(connection)
+    pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    problems = []
+    if pending:
+        names = ", ".join(f"{m.app_label}.{m.name}" for m, _backwards in pending[:3])
+        more = ", ..." if len(pending) > 3 else ""
+        count = f"{len(pending)} unapplied migration" + ("s" if len(pending) > 1 else "")
+        problems.append(f"the database has {count} ({names}{more})")
+    if not any(Path(settings.STATIC_ROOT).iterdir()):
+        problems.append(f"no static files are collected in {settings.STATIC_ROOT}")
+    if problems:
+        raise CommandError(
+            "; ".join(problems) + ": run the release step once (`manage.py migrate` and "
+            "`manage.py collectstatic --noinput`), or start one web host with `serve --migrate`"
+        )
 
 
 def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
