@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.error
@@ -33,6 +35,12 @@ def test_serve_runs_dashboard_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert health["checks"]["database"] == {"status": "ok", "vendor": "sqlite"}
         assert health["checks"]["broker"] == {"status": "ok", "transport": "sqla+sqlite"}
         assert health["checks"]["workers"]["live"] >= 1
+        # The worker yields the CPU to the web server on the host they share.
+        with sqlite3.connect(tmp_path / "var" / "groupwise.sqlite3", timeout=30) as db:
+            (worker_pid,) = db.execute("SELECT pid FROM core_workerheartbeat").fetchone()
+        here = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, dashboard.process.pid) == here
+        assert os.getpriority(os.PRIO_PROCESS, worker_pid) == min(here + 10, 19)
 
         jar = http.cookiejar.CookieJar()
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))

@@ -32,6 +32,9 @@ from django.db.migrations.executor import MigrationExecutor
 from webapp.core.worker import worker_command
 
 SERVER_START_SECONDS = 60
+#: The worker runs at a lower CPU priority than the web server: on a host they share, a training
+#: step's busy cores never hold up the dashboard's answers (the worker still gets every idle cycle).
+WORKER_NICENESS = 10
 
 
 class Command(BaseCommand):
@@ -97,7 +100,8 @@ class Command(BaseCommand):
         }
         if not options["no_worker"]:
             children["worker"] = _spawn(
-                worker_command("gpu,default", hostname=f"groupwise-{port}@%h")
+                worker_command("gpu,default", hostname=f"groupwise-{port}@%h"),
+                niceness=WORKER_NICENESS,
             )
 
         stopping = {"requests": 0}
@@ -148,14 +152,16 @@ def require_prepared() -> None:
         )
 
 
-def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], niceness: int = 0) -> subprocess.Popen[bytes]:
     # A new session: the terminal's Ctrl-C reaches only this supervisor, which then sends each
     # child exactly one SIGTERM (a second signal would turn Celery's warm shutdown cold).
+    def prepare() -> None:
+        if sys.platform == "linux":
+            _stop_with_parent()
+        os.nice(niceness)
+
     return subprocess.Popen(
-        command,
-        start_new_session=True,
-        env=os.environ.copy(),
-        preexec_fn=_stop_with_parent if sys.platform == "linux" else None,
+        command, start_new_session=True, env=os.environ.copy(), preexec_fn=prepare
     )
 
 
