@@ -47,9 +47,6 @@ class Stopped(Exception):
 class World(Protocol):
     """What differs between one process and a rank of a group; see the module docstring."""
 
-    #: This process's place in a group; None alone.
-    context: DistContext | None
-
     @property
     def is_main(self) -> bool:
         """Whether this process is rank 0 (or alone): the one that writes."""
@@ -91,7 +88,6 @@ def world_for(context: DistContext | None, *, servers: bool) -> World:
 class OneProcess:
     """The loop in this process alone."""
 
-    context: DistContext | None = None
     is_main = True
     sharded = False
 
@@ -118,7 +114,6 @@ class RankGroup:
     """The loop as one rank of a data-parallel group (``engine.parallel.distributed``)."""
 
     def __init__(self, context: DistContext, *, servers: bool) -> None:
-        self.context: DistContext | None = context
         self._context = context
         self._servers = servers
 

@@ -16,12 +16,14 @@ from engine.recipe import Recipe
 from engine.rewards import RewardOutput
 from engine.rollout import InProcessBackend
 from engine.run.steps import Scoring, draw_requests, rollout_advantages
+from tests.recipes import TINY_COLOR_SMALL
 
 
 def _recipe(**settings: Any) -> Recipe:
     return apply_overrides(
         preset("tiny-color"),
-        {"n_samples_per_prompt": 4, "diffusion_microgroup_size": 2, "rollout_batch_size": 2,
+        # Microgroups of 2: each group is two requests, which step 4 cuts the advantages into.
+        {**TINY_COLOR_SMALL, "diffusion_microgroup_size": 2, "micro_batch_size_sample": 2,
          "num_inference_steps": 3, "sde_window_size": 1, **settings},
     )  # fmt: skip
 
