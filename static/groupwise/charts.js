@@ -1,5 +1,6 @@
 // Small SVG charts drawn by our own code: line series with an optional band, and stacked bars.
-// Groupwise.charts.line(el, {series: [{name, color, points: [{x, y, lo?, hi?}]}], yLabel})
+// Groupwise.charts.line(el, {series: [{name, color, points: [{x, y, lo?, hi?}]}], yLabel, onZoom?})
+//   onZoom(x0, x1): called with the x range the user drags across (none: no zoom).
 // Groupwise.charts.stacked(el, {keys: [{name, color}], rows: [{x, values: {name: number}}]})
 (function () {
   "use strict";
@@ -38,6 +39,7 @@
     const [y0, y1] = extent(ys);
     const sx = (x) => PAD.l + ((x - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
     const sy = (y) => H - PAD.b - ((y - y0) / (y1 - y0)) * (H - PAD.t - PAD.b);
+    const ix = (px) => x0 + ((px - PAD.l) / (W - PAD.l - PAD.r)) * (x1 - x0);
     for (const t of ticks(y0, y1, 4)) {
       svg("line", { x1: PAD.l, x2: W - PAD.r, y1: sy(t), y2: sy(t), class: "grid" }, root);
       svg("text", { x: PAD.l - 6, y: sy(t) + 4, class: "tick", "text-anchor": "end" }, root).textContent = fmt(t);
@@ -46,14 +48,47 @@
       svg("text", { x: sx(t), y: H - 8, class: "tick", "text-anchor": "middle" }, root).textContent = Math.round(t);
     }
     if (yLabel) svg("text", { x: 4, y: 12, class: "tick" }, root).textContent = yLabel;
-    return { root, sx, sy };
+    return { root, sx, sy, ix };
+  }
+
+  // Drag across the plot to pick an x range; a click (a drag under 4 px) picks nothing.
+  function zoomable(root, ix, onZoom) {
+    root.dataset.zoomable = "";
+    const band = svg("rect", { y: PAD.t, height: H - PAD.t - PAD.b, class: "zoom-band", hidden: "" }, root);
+    const at = (e) => {
+      const box = root.getBoundingClientRect();
+      return Math.max(PAD.l, Math.min(W - PAD.r, ((e.clientX - box.left) / box.width) * W));
+    };
+    let start = null;
+    root.addEventListener("pointerdown", (e) => {
+      start = at(e);
+      root.dataset.dragging = "";
+      root.setPointerCapture(e.pointerId);
+    });
+    root.addEventListener("pointermove", (e) => {
+      if (start === null) return;
+      const now = at(e);
+      band.removeAttribute("hidden");
+      band.setAttribute("x", Math.min(start, now));
+      band.setAttribute("width", Math.abs(now - start));
+    });
+    root.addEventListener("pointerup", (e) => {
+      if (start === null) return;
+      const end = at(e);
+      band.setAttribute("hidden", "");
+      delete root.dataset.dragging;
+      const [a, b] = [Math.min(start, end), Math.max(start, end)];
+      start = null;
+      if (b - a >= 4) onZoom(ix(a), ix(b));
+    });
   }
 
   function line(el, spec) {
     const all = spec.series.flatMap((s) => s.points);
     if (all.length === 0) { el.innerHTML = '<p class="muted">No data yet.</p>'; return; }
     const ys = all.flatMap((p) => [p.y, p.lo ?? p.y, p.hi ?? p.y]).filter(Number.isFinite);
-    const { root, sx, sy } = frame(el, all.map((p) => p.x), ys, spec.yLabel);
+    const { root, sx, sy, ix } = frame(el, all.map((p) => p.x), ys, spec.yLabel);
+    if (spec.onZoom) zoomable(root, ix, spec.onZoom);
     const legend = svg("g", {}, root);
     spec.series.forEach((s, i) => {
       const pts = s.points.filter((p) => Number.isFinite(p.y));

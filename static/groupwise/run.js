@@ -1,23 +1,32 @@
-// The live run page: follows /ws/runs/<id>/ from the last sequence number it saw (reconnecting
-// with back-off, missing nothing), and draws the latest prompt groups, the charts, progress, the
-// log and the health checks.
+// The live run page. It opens from the run's current state (/api/runs/<id>/state/: status, the
+// latest rollout's prompt groups, evaluation, health, the last log lines) and its metric series
+// (/api/runs/<id>/metrics/?points=N, downsampled on the server for a long run), then follows
+// /ws/runs/<id>/ from the state's last sequence number (reconnecting with back-off, missing
+// nothing). It never replays the run's history, and what it keeps is bounded however long the
+// run: the shown rollout and evaluation, the last log lines, and series of at most about
+// 2 x POINTS points (past that it asks the server for them downsampled again).
 (function () {
   "use strict";
   const page = document.getElementById("run-page");
   if (!page) return;
   const runId = page.dataset.runId;
   const charts = window.Groupwise.charts;
+  // About the charts' plot width in pixels (webapp.runs.metrics.CHART_POINTS).
+  const POINTS = 500;
+  const LOG_LINES = 50;
   const state = {
     lastSeq: 0,
     run: null,
-    rollouts: new Map(),   // step -> {mean, std, components, groups, rollout_index}
-    train: new Map(),      // step -> metrics
-    evals: new Map(),      // step -> {reward_mean, components}
-    throughput: new Map(), // step -> payload
+    rollout: null,         // the latest rollout's payload (its prompt groups)
+    evaluation: null,      // the shown evaluation's payload
+    evaluationSteps: [],
+    series: { reward: [], train: [], evaluation: [], throughput: [] },
+    zoom: null,            // {from, to}: the charts show these steps at full resolution
     logs: [],
     health: null,
-    startedAt: null,
   };
+  // Bumped on every change to state.series; the charts last drawn this version.
+  let seriesVersion = 0, drawnVersion = -1;
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
     const n = document.createElement(tag);
@@ -26,42 +35,110 @@
     return n;
   };
 
+  async function getJSON(url) {
+    const response = await fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } });
+    if (!response.ok) throw new Error(`${url}: ${response.status}`);
+    return response.json();
+  }
+
+  function metricsUrl() {
+    let url = `${page.dataset.metricsUrl}?points=${POINTS}`;
+    if (state.zoom) url += `&from=${state.zoom.from}&to=${state.zoom.to}`;
+    return url;
+  }
+
+  async function loadSeries() {
+    const metrics = await getJSON(metricsUrl());
+    for (const name of Object.keys(state.series)) state.series[name] = metrics[name];
+    seriesVersion++;
+    render();
+  }
+
+  // The state and the series, then the socket from the state's last seq. Called again when a
+  // resume supersedes what the page shows.
+  async function load() {
+    const [current, metrics] = await Promise.all([getJSON(page.dataset.stateUrl), getJSON(metricsUrl())]);
+    state.run = current.run;
+    state.rollout = current.rollout;
+    state.evaluation = current.evaluation;
+    state.evaluationSteps = current.evaluations;
+    state.health = current.health;
+    state.logs = current.logs.map(logLine);
+    for (const name of Object.keys(state.series)) state.series[name] = metrics[name];
+    seriesVersion++;
+    state.lastSeq = Math.max(state.lastSeq, current.last_seq);
+    page.dataset.lastSeq = state.lastSeq;
+    render();
+  }
+
+  function logLine(event) {
+    const p = event.payload;
+    if (event.type === "run_ended")
+      return { level: p.status === "failed" ? "error" : "info", time: p.time,
+        message: `run ${p.status} after step ${p.step}` + (p.error ? `: ${p.error}` : "") };
+    return p;
+  }
+
   function stats(values) {
     const mean = values.reduce((a, b) => a + b, 0) / values.length;
     const std = Math.sqrt(values.reduce((a, b) => a + (b - mean) ** 2, 0) / values.length);
     return { mean, std };
   }
 
-  function dropAfter(startStep) {
-    for (const s of [...state.rollouts.keys()]) if (s >= startStep) state.rollouts.delete(s);
-    for (const m of [state.train, state.evals, state.throughput])
-      for (const s of [...m.keys()]) if (s > startStep) m.delete(s);
+  // The chart point of a rollout, as the server makes it (webapp.runs.metrics.chart_point).
+  function rewardPoint(p) {
+    const samples = p.groups.flatMap((g) => g.samples);
+    const values = {};
+    for (const s of samples) for (const [k, v] of Object.entries(s.reward_components)) (values[k] ||= []).push(v);
+    const components = Object.fromEntries(Object.entries(values).map(([k, v]) => [k, stats(v).mean]));
+    return { step: p.step, time: p.time, count: samples.length, components, ...stats(samples.map((s) => s.reward)) };
   }
 
+  // A live point joins its series (replacing one of the same step) unless the charts are zoomed
+  // on a fixed range; a series grown past twice POINTS is fetched downsampled again.
+  function addPoint(name, point) {
+    if (state.zoom) return;
+    const series = state.series[name];
+    if (series.length && series[series.length - 1].step === point.step) series.pop();
+    series.push(point);
+    seriesVersion++;
+    if (series.length > 2 * POINTS) loadSeries();
+  }
+
+  // Set by a resume's run_started: the page opens again from the server after this message.
+  let reload = false;
   function apply(event) {
     const p = event.payload;
     switch (event.type) {
       case "run_started":
-        if (p.start_step > 0) dropAfter(p.start_step);
-        state.startedAt = p.time;
+        // A resume supersedes the steps after its checkpoint: open again from the server.
+        if (p.start_step > 0) reload = true;
         break;
-      case "rollout_finished": {
-        const rewards = p.groups.flatMap((g) => g.samples.map((s) => s.reward));
-        const components = {};
-        for (const g of p.groups) for (const s of g.samples)
-          for (const [k, v] of Object.entries(s.reward_components)) (components[k] ||= []).push(v);
-        state.rollouts.set(p.step, { ...stats(rewards), components, groups: p.groups,
-          rollout_index: p.rollout_index, time: p.time });
+      case "rollout_finished":
+        state.rollout = p;
+        addPoint("reward", rewardPoint(p));
+        break;
+      case "train_step_finished": {
+        const point = { time: p.time };
+        for (const key of page.dataset.trainKeys.split(" ")) point[key] = p[key];
+        addPoint("train", point);
         break;
       }
-      case "train_step_finished": state.train.set(p.step, p); break;
-      case "evaluation_finished": state.evals.set(p.step, p); break;
-      case "throughput": state.throughput.set(p.step, p); break;
+      case "evaluation_finished":
+        if (!state.evaluationSteps.includes(p.step)) state.evaluationSteps.push(p.step);
+        if (!$("eval-step").dataset.user) state.evaluation = p;
+        addPoint("evaluation", { step: p.step, time: p.time, reward_mean: p.reward_mean, components: p.reward_components });
+        break;
+      case "throughput": {
+        const { type, schema_version, ...point } = p;
+        addPoint("throughput", point);
+        break;
+      }
       case "health": state.health = p; break;
-      case "log_line": state.logs.push(p); break;
+      case "log_line":
       case "run_ended":
-        state.logs.push({ level: p.status === "failed" ? "error" : "info", time: p.time,
-          message: `run ${p.status} after step ${p.step}` + (p.error ? `: ${p.error}` : "") });
+        state.logs.push(logLine(event));
+        if (state.logs.length > LOG_LINES) state.logs.splice(0, state.logs.length - LOG_LINES);
         break;
     }
   }
@@ -75,10 +152,11 @@
     $("run-step").textContent = run.step;
     const fraction = run.max_steps ? run.step / run.max_steps : 0;
     $("run-progress").style.width = Math.min(100, fraction * 100).toFixed(1) + "%";
-    const times = [...state.train.values()].map((t) => t.time);
+    const train = state.series.train;
     let eta = "";
-    if (["running", "cancelling"].includes(run.status) && times.length >= 2 && run.max_steps > run.step) {
-      const perStep = (times[times.length - 1] - times[0]) / (times.length - 1);
+    if (["running", "cancelling"].includes(run.status) && train.length >= 2 && run.max_steps > run.step) {
+      const first = train[0], last = train[train.length - 1];
+      const perStep = (last.time - first.time) / Math.max(1, last.step - first.step);
       const seconds = perStep * (run.max_steps - run.step);
       eta = "ETA " + (seconds > 90 ? Math.round(seconds / 60) + " min" : Math.round(seconds) + " s");
     }
@@ -92,13 +170,12 @@
   let shownRollout = null;
   function renderGroups() {
     const box = $("groups");
-    const steps = [...state.rollouts.keys()].sort((a, b) => a - b);
-    if (steps.length === 0) return;
-    const latest = state.rollouts.get(steps[steps.length - 1]);
+    const latest = state.rollout;
+    if (!latest) return;
     // Rebuild only for a new rollout: recreated images would reload and flicker.
     if (latest === shownRollout) return;
     shownRollout = latest;
-    $("groups-title").textContent = `Prompt groups · rollout ${latest.rollout_index} (before step ${steps[steps.length - 1] + 1})`;
+    $("groups-title").textContent = `Prompt groups · rollout ${latest.rollout_index} (before step ${latest.step + 1})`;
     box.replaceChildren();
     for (const group of latest.groups) {
       const row = el("div", "group-row");
@@ -155,33 +232,52 @@
 
   const COLORS = ["#3451b2", "#1f8a4c", "#b7791f", "#c53030", "#805ad5", "#2c7a7b"];
 
+  // Every chart zooms together: dragging across one shows those steps at full resolution.
+  function zoomTo(from, to) {
+    state.zoom = { from: Math.floor(from), to: Math.ceil(to) };
+    $("zoom-reset").hidden = false;
+    loadSeries();
+  }
+  $("zoom-reset").addEventListener("click", () => {
+    state.zoom = null;
+    $("zoom-reset").hidden = true;
+    loadSeries();
+  });
+
+  // Charts are redrawn only when a series changed, and never under a drag (it would lose it).
   function renderCharts() {
-    const steps = [...state.rollouts.keys()].sort((a, b) => a - b);
-    const series = [{ name: "reward", color: COLORS[0], points: steps.map((s) => {
-      const r = state.rollouts.get(s);
-      return { x: s, y: r.mean, lo: r.mean - r.std, hi: r.mean + r.std };
-    }) }];
+    if (drawnVersion === seriesVersion || document.querySelector("svg.chart[data-dragging]")) return;
+    drawnVersion = seriesVersion;
+    const rewards = state.series.reward.filter((r) => r.mean !== null);
+    const series = [{ name: "reward", color: COLORS[0], points: rewards.map((r) =>
+      ({ x: r.step, y: r.mean, lo: r.mean - r.std, hi: r.mean + r.std })) }];
     // Each reward's own score; its sub-components (name.part) stay in the lightbox.
-    const names = new Set(steps.flatMap((s) => Object.keys(state.rollouts.get(s).components))
-      .filter((name) => !name.includes(".")));
+    const names = new Set(rewards.flatMap((r) => Object.keys(r.components)).filter((name) => !name.includes(".")));
     // With one reward its own line would repeat the total: draw components only for several.
     if (names.size > 1) [...names].forEach((name, i) => series.push({ name, color: COLORS[(i + 1) % COLORS.length],
-      points: steps.map((s) => ({ x: s, y: stats(state.rollouts.get(s).components[name] || [NaN]).mean })) }));
-    const evals = [...state.evals.values()].sort((a, b) => a.step - b.step);
+      points: rewards.map((r) => ({ x: r.step, y: r.components[name] ?? NaN })) }));
+    const evals = state.series.evaluation;
     if (evals.length) series.push({ name: "eval", color: "#111", points: evals.map((e) => ({ x: e.step, y: e.reward_mean })) });
-    charts.line($("chart-reward"), { series, yLabel: "reward" });
+    const box = $("chart-reward");
+    charts.line(box, { series, yLabel: "reward", onZoom: zoomTo });
+    // What the chart stands for: its points, and the rollouts they merge (a downsampled point
+    // stands for `span` of them).
+    box.dataset.points = rewards.length;
+    box.dataset.rollouts = rewards.reduce((n, r) => n + (r.span || 1), 0);
+    box.dataset.firstStep = rewards.length ? (rewards[0].first_step ?? rewards[0].step) : "";
+    box.dataset.lastStep = rewards.length ? rewards[rewards.length - 1].step : "";
 
-    const train = [...state.train.values()].sort((a, b) => a.step - b.step);
+    const train = state.series.train;
     const pick = (k) => train.map((t) => ({ x: t.step, y: t[k] }));
-    charts.line($("chart-loss"), { yLabel: "loss", series: [
+    charts.line($("chart-loss"), { yLabel: "loss", onZoom: zoomTo, series: [
       { name: "loss", color: COLORS[0], points: pick("loss") },
       { name: "KL", color: COLORS[2], points: pick("kl") },
     ] });
-    charts.line($("chart-ratio"), { yLabel: "ratio", series: [
+    charts.line($("chart-ratio"), { yLabel: "ratio", onZoom: zoomTo, series: [
       { name: "ratio (min–max)", color: COLORS[4], points: train.map((t) => ({ x: t.step, y: t.ratio_mean, lo: t.ratio_min, hi: t.ratio_max })) },
       { name: "clip fraction", color: COLORS[3], points: pick("clip_fraction") },
     ] });
-    const tp = [...state.throughput.values()].sort((a, b) => a.step - b.step);
+    const tp = state.series.throughput;
     charts.stacked($("chart-phases"), { yLabel: "seconds", keys: [
       { name: "rollout", color: COLORS[0] }, { name: "reward", color: COLORS[2] },
       { name: "train", color: COLORS[1] }, { name: "weight sync", color: COLORS[4] },
@@ -195,16 +291,17 @@
   let evalShown = null;
   function renderEvals() {
     const select = $("eval-step");
-    const steps = [...state.evals.keys()].sort((a, b) => a - b);
-    if (steps.length === 0) return;
-    const chosen = select.dataset.user ? Number(select.value) : steps[steps.length - 1];
-    select.replaceChildren(...steps.map((s) => {
-      const option = el("option", "", String(s));
-      option.value = s;
-      option.selected = s === chosen;
-      return option;
-    }));
-    const evaluation = state.evals.get(chosen);
+    const steps = state.evaluationSteps;
+    if (steps.length === 0 || !state.evaluation) return;
+    const chosen = state.evaluation.step;
+    if (select.options.length !== steps.length || Number(select.value) !== chosen)
+      select.replaceChildren(...steps.map((s) => {
+        const option = el("option", "", String(s));
+        option.value = s;
+        option.selected = s === chosen;
+        return option;
+      }));
+    const evaluation = state.evaluation;
     if (evaluation === evalShown) return;
     evalShown = evaluation;
     const strip = $("eval-strip");
@@ -222,9 +319,13 @@
       strip.append(figure);
     }
   }
-  $("eval-step").addEventListener("change", () => {
-    $("eval-step").dataset.user = "1";
-    renderEvals();
+  // Another evaluation is fetched when chosen: the page keeps only the one it shows.
+  $("eval-step").addEventListener("change", async () => {
+    const select = $("eval-step");
+    select.dataset.user = "1";
+    const found = await getJSON(`${page.dataset.eventsUrl}?type=evaluation_finished&step=${Number(select.value)}`);
+    if (found.results.length) state.evaluation = found.results[found.results.length - 1].payload;
+    render();
   });
 
   function renderLog() {
@@ -269,7 +370,7 @@
       $("live-state").textContent = "live";
       socket.send(JSON.stringify({ type: "subscribe", after: state.lastSeq }));
     };
-    socket.onmessage = (message) => {
+    socket.onmessage = async (message) => {
       const data = JSON.parse(message.data);
       if (data.type !== "events") return;
       for (const event of data.events) {
@@ -279,6 +380,10 @@
       }
       if (data.run) state.run = data.run;
       page.dataset.lastSeq = state.lastSeq;
+      if (reload) {
+        reload = false;
+        await load();
+      }
       render();
     };
     socket.onclose = (event) => {
@@ -291,5 +396,19 @@
       delay = Math.min(delay * 2, 10000);
     };
   }
-  connect();
+
+  // Open from the server's state, waiting out a server that is restarting, then follow.
+  async function open() {
+    for (let wait = 1000; ; wait = Math.min(wait * 2, 10000)) {
+      try {
+        await load();
+        break;
+      } catch (error) {
+        $("live-state").textContent = `could not load the run (${error.message}); retrying…`;
+        await new Promise((resolve) => setTimeout(resolve, wait));
+      }
+    }
+    connect();
+  }
+  open();
 })();

@@ -28,6 +28,8 @@ class Dashboard:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    #: The environment serve runs in (its database, media and settings).
+    env: dict[str, str]
 
     @property
     def base(self) -> str:
@@ -40,6 +42,15 @@ class Dashboard:
         match = re.search(r"password '([^']+)'", self.log())
         assert match, self.log()
         return match.group(1)
+
+    def manage(self, *args: str) -> str:
+        """Run ``manage.py ARGS`` on the dashboard's database; its output (fails on an error)."""
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=REPO, env=self.env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
 
     def health(self) -> dict:
         # Generous: the first request of a cold server on a loaded 2-core machine took over 5 s
@@ -78,15 +89,16 @@ def run_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
     """Start `manage.py serve`, wait for its URL and a live worker; kill it on exit if still up."""
     port = free_port()
     log_path = tmp_path / "serve.log"
+    env = embedded_env(tmp_path / "var")
     with log_path.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port)],
             cwd=REPO,
-            env=embedded_env(tmp_path / "var"),
+            env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    dashboard = Dashboard(process, port, log_path)
+    dashboard = Dashboard(process, port, log_path, env)
     try:
         dashboard.wait_for(lambda: f"running at {dashboard.base}/" in dashboard.log(), "the URL")
         dashboard.wait_for(lambda: dashboard.health()["checks"]["workers"]["live"] >= 1, "a worker")

@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from tests.webapp.engine_events import rollout, store, train
 from tests.webapp.personas import client_for, make_run
 from webapp.accounts.models import ApiToken
 from webapp.runs.models import Event, Run, Sample
@@ -283,12 +284,29 @@ def test_samples_filters_and_metrics(owner: Any) -> None:
     assert [s["reward"] for s in group1["results"]] == [0.6, 0.8]
     red = client.get(f"/api/runs/{run.pk}/samples/?prompt=RED").json()
     assert red["count"] == 3
-    metrics = client.get(f"/api/runs/{run.pk}/metrics/").json()
+
+
+def test_metrics_from_stored_rollouts(owner: Any, settings: Any, tmp_path: Any) -> None:
+    settings.MEDIA_ROOT = tmp_path
+    run = make_run(owner)
+    # Step 0: rewards 0.2, 0.4 | 0.6, 0.8: mean 0.5, population std sqrt(0.05); step 1: one 1.0.
+    first_rollout, second_rollout = (
+        rollout(0, 0, ((0.2, 0.4), (0.6, 0.8))),
+        rollout(1, 1, ((1.0,),)),
+    )
+    store(run.pk, first_rollout, train(1, loss=0.3), second_rollout)
+    metrics = client_for(owner).get(f"/api/runs/{run.pk}/metrics/").json()
     first, second = metrics["reward"]
     assert first["step"] == 0 and first["count"] == 4
     assert first["mean"] == pytest.approx(0.5)
     assert first["std"] == pytest.approx(0.05**0.5)
-    assert second == {"step": 1, "mean": 1.0, "std": 0.0, "count": 1}
+    assert first["components"] == {"color": pytest.approx(0.5)}
+    assert second == {
+        "step": 1, "time": second_rollout.time, "mean": 1.0, "std": 0.0, "count": 1,
+        "components": {"color": 1.0},
+    }  # fmt: skip
+    assert [(t["step"], t["loss"]) for t in metrics["train"]] == [(1, 0.3)]
+    assert metrics["steps"] == [0, 1] and metrics["downsampled"] is False
 
 
 def test_schema_and_docs(owner: Any, client: Client) -> None:

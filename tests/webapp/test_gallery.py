@@ -6,35 +6,26 @@ from typing import Any
 
 import pytest
 
+from engine.events import CheckpointSaved, RunStarted
+from tests.webapp.engine_events import rollout, store
 from tests.webapp.personas import client_for, make_run
 from webapp.runs import views
-from webapp.runs.models import Run, Sample
+from webapp.runs.models import Run
 
 pytestmark = pytest.mark.django_db
 
 
 def fill(run: Run, steps: int, prompts: tuple[str, ...], group_size: int) -> None:
-    rows = []
+    """``steps`` rollouts stored as the sink stores them: sample i of every group has reward
+    step / 10 + i / 100."""
     for step in range(steps):
-        for g, prompt in enumerate(prompts):
-            for i in range(group_size):
-                rows.append(
-                    Sample(
-                        run=run,
-                        step=step,
-                        rollout_index=step,
-                        group_index=g,
-                        prompt=prompt,
-                        index_in_group=i,
-                        image=f"runs/{run.pk}/{step}-{g}-{i}.png",
-                        thumbnail=f"runs/{run.pk}/{step}-{g}-{i}.t.png",
-                        reward=step / 10 + i / 100,
-                        components={},
-                        advantage=0.0,
-                        seed=step * 1000 + g * 10 + i,
-                    )
-                )
-    Sample.objects.bulk_create(rows)
+        rewards = [[step / 10 + i / 100 for i in range(group_size)] for _ in prompts]
+        store(run.pk, rollout(step, step, rewards, prompts))
+
+
+@pytest.fixture(autouse=True)
+def _media(settings: Any, tmp_path: Any) -> None:
+    settings.MEDIA_ROOT = tmp_path
 
 
 def test_slider_covers_every_step_and_defaults_to_the_latest(owner: Any) -> None:
@@ -79,10 +70,14 @@ def test_evolution_strip_shows_the_best_sample_of_each_step(owner: Any) -> None:
 
 def test_superseded_samples_are_not_shown(owner: Any) -> None:
     run = make_run(owner)
-    fill(run, steps=2, prompts=("p",), group_size=2)
-    Sample.objects.filter(step=1).update(superseded=True)
+    fill(run, steps=1, prompts=("p",), group_size=2)
+    store(run.pk, CheckpointSaved(step=1, path="c1"), rollout(1, 1, [[0.1, 0.11]], ("p",)))
+    # A resume from the checkpoint of step 1 supersedes the rollout of step 1.
+    store(run.pk, RunStarted(recipe=run.recipe, layout={}, start_step=1))
     page = client_for(owner).get(f"/runs/{run.pk}/gallery/").context
     assert page["steps"] == [0]
+    assert {s.step for s in page["samples"]} == {0}
+    assert page["prompts"] == ["p"]
 
 
 def test_gallery_is_for_the_owner(owner: Any, other: Any) -> None:

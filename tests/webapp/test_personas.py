@@ -116,6 +116,7 @@ TABLE = [
     Row("api-run-events", "GET", "/api/runs/{run}/events/", 200, 404, 200, 401),
     Row("api-run-samples", "GET", "/api/runs/{run}/samples/", 200, 404, 200, 401),
     Row("api-run-metrics", "GET", "/api/runs/{run}/metrics/", 200, 404, 200, 401),
+    Row("api-run-state", "GET", "/api/runs/{run}/state/", 200, 404, 200, 401),
     Row("api-presets", "GET", "/api/presets/", 200, 200, 200, 401),
     Row("api-recipe-validate", "POST", "/api/recipes/validate/", 200, 200, 200, 401, VALID),
     Row("api-recipe-layout", "POST", "/api/recipes/layout/", 200, 200, 200, 401, payload=VALID),

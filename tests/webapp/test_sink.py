@@ -13,62 +13,17 @@ from PIL import Image
 
 from engine.events import (
     CheckpointSaved,
-    PromptGroup,
-    RolloutFinished,
     RunEnded,
     RunStarted,
-    Sample,
-    TrainStepFinished,
 )
 from tests.recipes import TINY_COLOR_QUICK
+from tests.webapp.engine_events import rollout, train
 from tests.webapp.personas import make_run
 from webapp.runs.models import Checkpoint, Event, Run
 from webapp.runs.models import Sample as SampleRow
 from webapp.runs.sink import MediaWriteError, RunSink
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def rollout(step: int, rollout_index: int) -> RolloutFinished:
-    groups = []
-    for g, prompt in enumerate(["a red image", "a blue image"]):
-        samples = []
-        for i in range(2):
-            pixels = np.full((8, 8, 3), 40 * (g * 2 + i), dtype=np.uint8)
-            samples.append(
-                Sample(
-                    sample_index=i,
-                    seed=1000 + g * 2 + i,
-                    image=pixels,
-                    reward=0.25 * (g * 2 + i),
-                    reward_components={"color": 0.25 * (g * 2 + i)},
-                    advantage=float(i * 2 - 1),
-                )
-            )
-        groups.append(PromptGroup(group_index=g, prompt=prompt, samples=tuple(samples)))
-    return RolloutFinished(
-        step=step,
-        rollout_index=rollout_index,
-        rollout_seed=7,
-        sde_window=(0, 1),
-        groups=tuple(groups),
-    )
-
-
-def train(step: int) -> TrainStepFinished:
-    return TrainStepFinished(
-        step=step,
-        rollout_index=step - 1,
-        loss=0.1,
-        policy_loss=0.1,
-        kl=0.0,
-        clip_fraction=0.0,
-        ratio_mean=1.0,
-        ratio_min=1.0,
-        ratio_max=1.0,
-        grad_norm=0.5,
-        lr=1e-3,
-    )
 
 
 def test_events_and_samples_are_stored_in_order(owner: Any, settings: Any, tmp_path: Path) -> None:

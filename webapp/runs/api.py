@@ -34,7 +34,8 @@ from engine.problems import RecipeError
 from engine.run.metrics_table import rows_as_json
 from webapp.runs import export_views, housekeeping, services
 from webapp.runs.event_pages import event_page
-from webapp.runs.metrics import run_metrics
+from webapp.runs.live_state import run_state
+from webapp.runs.metrics import MAX_POINTS, run_metrics
 from webapp.runs.models import MAX_ID, Run
 from webapp.runs.queue import queue_entries
 from webapp.runs.quota import RateLimited
@@ -278,6 +279,8 @@ class RunViewSet(
             OpenApiParameter(
                 "superseded", bool, description="Include events a resume superseded (default no)."
             ),
+            OpenApiParameter("type", str, description="Only events of this type."),
+            OpenApiParameter("step", int, description="Only events of this step."),
         ],
         responses={200: EventPageSerializer, 400: INVALID, 404: NOT_FOUND},
     )
@@ -290,6 +293,11 @@ class RunViewSet(
         events = run.events.filter(seq__gt=_int_param(request, "after") or 0)
         if request.query_params.get("superseded") not in ("1", "true", "yes"):
             events = events.filter(superseded=False)
+        if request.query_params.get("type"):
+            events = events.filter(type=request.query_params["type"][:40])
+        step = _int_param(request, "step")
+        if step is not None:
+            events = events.filter(step=step)
         # The stored payloads go out as stored (``event_pages``): the page is written as text.
         page, more = event_page(events, EVENTS_PAGE, full=True)
         body = f'{{"results": {page.json}, "more": {json.dumps(more)}}}'
@@ -320,11 +328,37 @@ class RunViewSet(
         )
         return paginator.get_paginated_response(SampleSerializer(page, many=True).data)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: NOT_FOUND})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "points",
+                int,
+                description="At most this many points per series (1 to "
+                f"{MAX_POINTS}): longer series are downsampled, each point merging consecutive "
+                "steps (first_step, span). Default: every point.",
+            ),
+            OpenApiParameter("from", int, description="Only steps from this one on (a zoom)."),
+            OpenApiParameter("to", int, description="Only steps up to this one (a zoom)."),
+        ],
+        responses={200: OpenApiTypes.OBJECT, 400: INVALID, 404: NOT_FOUND},
+    )
     @action(detail=True, methods=["get"], url_path="metrics", url_name="metrics")
     def metrics(self, request: Request, pk: str | None = None) -> Response:
         """Per-step series: reward mean/std per rollout, train metrics, evaluations, throughput."""
-        return Response(run_metrics(self.get_object()))
+        run = self.get_object()
+        points = _int_param(request, "points")
+        if points is not None and not 1 <= points <= MAX_POINTS:
+            raise ValidationError({"points": [f"points={points}: use 1 to {MAX_POINTS}"]})
+        first, last = _int_param(request, "from"), _int_param(request, "to")
+        return Response(run_metrics(run, points=points, first=first, last=last))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT, 404: NOT_FOUND})
+    @action(detail=True, methods=["get"], url_path="state", url_name="state")
+    def state(self, request: Request, pk: str | None = None) -> HttpResponse:
+        """What the run page opens with: the run's status, the last event's seq (follow the
+        socket or the events from there), the latest rollout's prompt groups, the latest
+        evaluation and health report, every evaluation's step and the last log lines."""
+        return HttpResponse(run_state(self.get_object()), content_type="application/json")
 
     @extend_schema(responses={200: dict, 404: NOT_FOUND})
     @action(detail=True, methods=["get"], url_path="export", url_name="export")

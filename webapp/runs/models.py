@@ -156,6 +156,33 @@ class Event(models.Model):
         return f"run {self.run_id} event {self.seq} {self.type}"
 
 
+class ChartPoint(models.Model):
+    """What the run's charts draw of one event (``webapp.runs.metrics.chart_point``), kept
+    beside the event so that charts and the run page's current state never read its payload.
+
+    A rollout's payload holds every sample (tens of kB); its point is a few numbers. In SQLite a
+    column stored after a large payload is reached only by walking the payload's overflow pages,
+    so the point lives in a table of its own, with its own copy of ``superseded``.
+    """
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="chart_points")
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, related_name="chart_point")
+    series = models.CharField(max_length=20, help_text="reward, train, evaluation or throughput.")
+    step = models.PositiveIntegerField()
+    values = models.JSONField(help_text="The point's fields, as the metrics API gives them.")
+    superseded = models.BooleanField(default=False, help_text="Its event's flag, copied.")
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["run", "series", "superseded", "step"], name="chartpoint_run_series"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} {self.series} point of step {self.step}"
+
+
 class Sample(models.Model):
     """One image of a prompt group, with its reward and advantage."""
 

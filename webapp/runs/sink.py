@@ -29,11 +29,14 @@ from engine.events import (
     EvaluationFinished,
     Event,
     Health,
+    PromptGroup,
     RolloutFinished,
     RunStarted,
+    Sample,
     TrainStepFinished,
 )
 from webapp.runs import housekeeping, models
+from webapp.runs.metrics import SERIES, chart_point
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ def _store_rows(
             models.Checkpoint.objects.update_or_create(
                 run_id=run_id, step=event.step, defaults={"path": event.path}
             )
-        models.Event.objects.create(
+        record = models.Event.objects.create(
             run_id=run_id,
             seq=seq,
             type=event.type,
@@ -171,6 +174,9 @@ def _store_rows(
             payload=payload,
             time=datetime.fromtimestamp(event.time, tz=UTC),
         )
+        point = chart_row(record)
+        if point is not None:
+            point.save()
         run = dict(models.Run.objects.values(*RUN_STATE).get(pk=run_id))
     return {"seq": seq, "type": event.type, "step": payload.get("step"), "payload": payload}, run
 
@@ -190,6 +196,9 @@ def _supersede_after(run_id: int, start_step: int) -> None:
     models.Event.objects.filter(
         run_id=run_id, type__in=STEP_EVENTS, seq__gt=after_seq, superseded=False
     ).update(superseded=True)
+    models.ChartPoint.objects.filter(
+        run_id=run_id, event__seq__gt=after_seq, superseded=False
+    ).update(superseded=True)
     models.Sample.objects.filter(run_id=run_id, step__gte=start_step, superseded=False).update(
         superseded=True
     )
@@ -206,23 +215,49 @@ def _store_rollout(
             image, thumbnail = _write_image(sample.image, stem, written)
             sample_data["image"] = settings.MEDIA_URL + image
             sample_data["thumbnail"] = settings.MEDIA_URL + thumbnail
-            rows.append(
-                models.Sample(
-                    run_id=run_id,
-                    step=event.step,
-                    rollout_index=event.rollout_index,
-                    group_index=group.group_index,
-                    prompt=group.prompt,
-                    index_in_group=sample.sample_index,
-                    image=image,
-                    thumbnail=thumbnail,
-                    reward=sample.reward,
-                    components=sample.reward_components,
-                    advantage=sample.advantage,
-                    seed=sample.seed,
-                )
-            )
+            rows.append(sample_row(run_id, event, group, sample, image, thumbnail))
     models.Sample.objects.bulk_create(rows)
+
+
+def sample_row(
+    run_id: int,
+    event: RolloutFinished,
+    group: PromptGroup,
+    sample: Sample,
+    image: str,
+    thumbnail: str,
+) -> models.Sample:
+    """The (unsaved) row of one rollout sample whose files are ``image`` and ``thumbnail``
+    (paths under MEDIA_ROOT)."""
+    return models.Sample(
+        run_id=run_id,
+        step=event.step,
+        rollout_index=event.rollout_index,
+        group_index=group.group_index,
+        prompt=group.prompt,
+        index_in_group=sample.sample_index,
+        image=image,
+        thumbnail=thumbnail,
+        reward=sample.reward,
+        components=sample.reward_components,
+        advantage=sample.advantage,
+        seed=sample.seed,
+    )
+
+
+def chart_row(record: models.Event) -> models.ChartPoint | None:
+    """The (unsaved) chart point of a stored event, None for an event no chart draws."""
+    point = chart_point(record.type, record.payload)
+    if point is None:
+        return None
+    return models.ChartPoint(
+        run_id=record.run_id,
+        event=record,
+        series=SERIES[record.type],
+        step=record.payload["step"],
+        values=point,
+        superseded=record.superseded,
+    )
 
 
 def _store_evaluation(

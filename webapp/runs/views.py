@@ -22,8 +22,8 @@ from webapp.runs import housekeeping, queue, services
 from webapp.runs.compare import recipe_differences
 from webapp.runs.export_views import export_context
 from webapp.runs.forms import NewRunForm, human_bytes
-from webapp.runs.metrics import run_metrics
-from webapp.runs.models import MAX_ID, Run, Sample, Tag
+from webapp.runs.metrics import CHART_POINTS, TRAIN_KEYS, run_metrics
+from webapp.runs.models import MAX_ID, ChartPoint, Run, Sample, Tag
 from webapp.runs.paths import run_media_file
 from webapp.runs.quota import RateLimited
 
@@ -126,6 +126,7 @@ def run_detail(request: HttpRequest, run_id: int) -> HttpResponse:
             "notifications": run.notifications.all()[:50],
             "sweeps": run.sweeps.filter(owner_id=request.user.pk)[:10],
             "export": export_context(run),
+            "train_keys": " ".join(TRAIN_KEYS),
         },
     )
 
@@ -177,14 +178,23 @@ def run_gallery(request: HttpRequest, run_id: int) -> HttpResponse:
     and one prompt's evolution across steps. Paginated, so any number of samples is fine."""
     run = get_object_or_404(Run.objects.visible_to(request.user), pk=run_id)
     live = Sample.objects.filter(run=run, superseded=False)
-    steps = list(live.order_by("step").values_list("step", flat=True).distinct())
-    prompts = list(live.order_by("prompt").values_list("prompt", flat=True).distinct()[:500])
+    # A stored rollout's step is its chart point's: thousands of points, where the sample rows
+    # are hundreds of thousands (a run of 5,000 rollouts of 128 samples).
+    steps = list(
+        ChartPoint.objects.filter(run=run, series="reward", superseded=False)
+        .order_by("step")
+        .values_list("step", flat=True)
+    )
+    step = _step_param(request, steps)
+    # The prompt filter lists the shown step's prompts, not every prompt the run has seen.
+    prompts = list(
+        live.filter(step=step).order_by("prompt").values_list("prompt", flat=True).distinct()
+    )
     prompt = request.GET.get("prompt", "")
     query = request.GET.get("q", "").strip()
     order = request.GET.get("order", "group")
     if order not in GALLERY_ORDERS:
         order = "group"
-    step = _step_param(request, steps)
     evolution = request.GET.get("view") == "evolution" and bool(prompt)
     if evolution:
         # One prompt across steps: its best sample of each rollout, in step order.
@@ -266,7 +276,11 @@ def compare_runs(request: HttpRequest) -> HttpResponse:
         for run in runs
     ]
     curves = [
-        {"id": run.pk, "name": f"#{run.pk} {run.name}", "reward": run_metrics(run)["reward"]}
+        {
+            "id": run.pk,
+            "name": f"#{run.pk} {run.name}",
+            "reward": run_metrics(run, points=CHART_POINTS)["reward"],
+        }
         for run in runs
     ]
     return render(

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from engine.run.folder import RunFolderError
 from webapp.runs.importing import import_run
+from webapp.runs.management.owners import owner_named
 
 
 class Command(BaseCommand):
@@ -33,7 +33,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        owner = _owner(options["owner"])
+        owner = owner_named(options["owner"])
         try:
             run = import_run(
                 options["dir"],
@@ -50,16 +50,3 @@ class Command(BaseCommand):
                 f"{run.checkpoints.count()} checkpoints."
             )
         )
-
-
-def _owner(username: str | None) -> Any:
-    users = get_user_model().objects
-    if username:
-        owner = users.filter(username=username).first()
-        if owner is None:
-            raise CommandError(f"--owner {username}: no such user")
-        return owner
-    admins = list(users.filter(is_superuser=True)[:2])
-    if len(admins) != 1:
-        raise CommandError("say who owns the run: --owner USER")
-    return admins[0]
