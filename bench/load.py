@@ -144,6 +144,8 @@ async def measure(
 
     base = f"http://127.0.0.1:{port}"
     api, sockets = Tally(), Tally()
+    # Each path's latencies too: which view the percentiles come from.
+    by_path: dict[str, list[float]] = {}
     stop = asyncio.Event()
 
     async def viewer() -> None:
@@ -190,7 +192,9 @@ async def measure(
             api.error(f"{path}: {type(error).__name__}: {error}")
             return
         if 200 <= status < 300:
-            api.latencies_ms.append((time.perf_counter() - started) * 1000)
+            elapsed = (time.perf_counter() - started) * 1000
+            api.latencies_ms.append(elapsed)
+            by_path.setdefault(path.replace(str(run_id), "{id}"), []).append(elapsed)
         else:
             api.error(f"{path}: HTTP {status}")
 
@@ -208,6 +212,9 @@ async def measure(
     stop.set()
     await asyncio.gather(*viewers)
     pool.shutdown()
+    for path, values in by_path.items():
+        p50, p95 = percentiles(values)
+        print(f"{path}: p50 {p50:.0f} ms, p95 {p95:.0f} ms ({len(values)} answers)")
     return api, sockets, len(requests)
 
 
@@ -230,7 +237,7 @@ def run_profile(args: Any) -> str:
     with log_path.open("wb") as log:
         server = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--migrate", "--port", str(port),
-             "--web-workers", str(args.web_workers)],
+             *(["--web-workers", str(args.web_workers)] if args.web_workers else [])],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
@@ -275,7 +282,12 @@ def run_profile(args: Any) -> str:
     for problem in api.first_errors + sockets.first_errors:
         print("error:", problem)
     name = "embedded (SQLite, file broker)" if args.profile == "embedded" else "PostgreSQL + Redis"
-    name += f", {args.web_workers} web process{'es' if args.web_workers > 1 else ''}"
+    from django.conf import settings
+
+    # Unset, serve's own default (from the host's cores, webapp/cores.py) is what ran.
+    workers = args.web_workers or settings.GROUPWISE_WEB_WORKERS
+    name += f", {workers} web process{'es' if workers > 1 else ''}"
+    name += "" if args.web_workers else " (serve's default)"
     return (
         f"| {name} | {sent} | {api.errors} | {api50:.0f} | {api95:.0f} "
         f"| {args.viewers} | {len(sockets.latencies_ms)} | {sockets.errors} | {ws50:.0f} "
@@ -289,14 +301,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--viewers", type=int, default=50)
     parser.add_argument("--rate", type=float, default=100.0, help="API requests per second")
-    parser.add_argument("--web-workers", type=int, default=1, help="server processes (serve)")
+    parser.add_argument(
+        "--web-workers", type=int, help="server processes (default: serve's, from the cores)"
+    )
     args = parser.parse_args()
     row = run_profile(args)
     table = "\n".join(
         [
             heading(f"Load, {args.profile}"),
             "",
-            f"`bench/load.py --profile {args.profile} --web-workers {args.web_workers}`: "
+            f"`bench/load.py --profile {args.profile} --seconds {args.seconds:g}"
+            + (f" --web-workers {args.web_workers}" if args.web_workers else "")
+            + "`: "
             f"{args.viewers} sockets on a training "
             f"tiny-color run plus {args.rate:g} API requests/s for {args.seconds:g} s, server, "
             "worker and load generator on the same machine. Delivery: engine event time to "

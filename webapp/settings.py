@@ -16,6 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from engine.net.egress import SETTING as EGRESS_SETTING
 from engine.net.egress import EgressConfigError, EgressPolicy
+from webapp import cores
 from webapp.env import (
     database_from_url,
     env_bool,
@@ -118,7 +119,14 @@ TEMPLATES = [
 
 DATABASES = {
     "default": database_from_url(
-        "DATABASE_URL", f"sqlite:///{VAR_DIR / 'groupwise.sqlite3'}", base=BASE_DIR
+        "DATABASE_URL",
+        f"sqlite:///{VAR_DIR / 'groupwise.sqlite3'}",
+        base=BASE_DIR,
+        # PostgreSQL only: connections per process in a pool (0: none), or, without a pool, how
+        # long one is kept. Every web process and worker opens at most the pool's size, so keep
+        # processes x size under the server's max_connections (docs/deploy.md).
+        pool_size=env_int("DATABASE_POOL_SIZE", 8, minimum=0),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -148,6 +156,16 @@ MEDIA_ROOT = env_path("MEDIA_ROOT", None, base=BASE_DIR) or VAR_DIR / "media"
 # Prompt uploads larger than this are refused. The reverse proxy should cap request bodies too
 # (docs/deploy.md): Django's ASGI handler reads a body whole before any view can look at it.
 GROUPWISE_MAX_UPLOAD_BYTES = env_int("GROUPWISE_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1)
+# How this host's cores are shared: the server processes `serve` starts (its --web-workers
+# overrides) and the torch threads a worker trains with; the defaults' rules are in webapp/cores.py.
+GROUPWISE_WEB_WORKERS = env_int(
+    "GROUPWISE_WEB_WORKERS", cores.default_web_workers(cores.usable_cpus()), minimum=1
+)
+GROUPWISE_WORKER_TORCH_THREADS = env_int(
+    "GROUPWISE_WORKER_TORCH_THREADS",
+    cores.default_worker_torch_threads(cores.usable_cpus()),
+    minimum=1,
+)
 
 # Channels: Redis when REDIS_URL is set (group push across processes); otherwise an in-process
 # layer, and live pages follow the event table instead of group messages.
@@ -270,8 +288,8 @@ GROUPWISE_RUN_CREATE_LIMIT = env_rate("GROUPWISE_RUN_CREATE_LIMIT", "60/hour")
 # form asks at most 4 times a second while someone types.
 GROUPWISE_RECIPE_CHECK_LIMIT = env_rate("GROUPWISE_RECIPE_CHECK_LIMIT", "240/minute")
 
-# The cache holds the rate limits' counters: in Redis when there is one, so every web process
-# counts together; otherwise in each process's memory.
+# The cache holds the rate limits' counters, which every web process of a host must share (serve
+# starts one per core): in Redis when there is one, otherwise in files under VAR_DIR.
 CACHES: dict[str, Any] = {
     "default": (
         {
@@ -280,7 +298,10 @@ CACHES: dict[str, Any] = {
             "KEY_PREFIX": "groupwise",
         }
         if REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+        else {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": VAR_DIR / "cache",
+        }
     )
 }
 

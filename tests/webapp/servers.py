@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -85,20 +85,23 @@ def embedded_env(var_dir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
-    """Start `manage.py serve`, wait for its URL and a live worker; kill it on exit if still up."""
+def run_dashboard(
+    tmp_path: Path, *options: str, env: Mapping[str, str] | None = None
+) -> Iterator[Dashboard]:
+    """Start `manage.py serve` with further ``options`` and ``env`` on the embedded defaults,
+    wait for its URL and a live worker; kill it on exit if still up."""
     port = free_port()
     log_path = tmp_path / "serve.log"
-    env = embedded_env(tmp_path / "var")
+    environment = {**embedded_env(tmp_path / "var"), **(env or {})}
     with log_path.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            [sys.executable, "manage.py", "serve", "--port", str(port), *options],
             cwd=REPO,
-            env=env,
+            env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    dashboard = Dashboard(process, port, log_path, env)
+    dashboard = Dashboard(process, port, log_path, environment)
     try:
         dashboard.wait_for(lambda: f"running at {dashboard.base}/" in dashboard.log(), "the URL")
         dashboard.wait_for(lambda: dashboard.health()["checks"]["workers"]["live"] >= 1, "a worker")

@@ -109,6 +109,29 @@ def test_postgres_url(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert (db["NAME"], db["USER"], db["PASSWORD"]) == ("groupwise", "gw", "p@ss")
     assert (db["HOST"], db["PORT"]) == ("db.internal", "6543")
     assert db["OPTIONS"] == {"sslmode": "require"}
+    assert (db["CONN_MAX_AGE"], db["CONN_HEALTH_CHECKS"]) == (0, True)
+
+
+def test_postgres_pool_or_kept_connections(tmp_path: Path) -> None:
+    url = "postgres://u@h:5432/d?sslmode=require"
+    pooled = database_from_url("X", url, base=tmp_path, pool_size=8)
+    assert pooled["OPTIONS"] == {"sslmode": "require", "pool": {"min_size": 1, "max_size": 8}}
+    assert pooled["CONN_MAX_AGE"] == 0
+    kept = database_from_url("X", url, base=tmp_path, conn_max_age=60)
+    assert "pool" not in kept["OPTIONS"]
+    assert (kept["CONN_MAX_AGE"], kept["CONN_HEALTH_CHECKS"]) == (60, True)
+    # SQLite has neither: one file, opened by each thread.
+    sqlite = database_from_url("X", "sqlite:///db.sqlite3", base=tmp_path, pool_size=8)
+    assert "pool" not in sqlite["OPTIONS"]
+    assert "CONN_MAX_AGE" not in sqlite
+
+
+def test_a_pool_with_kept_connections_names_both_variables(tmp_path: Path) -> None:
+    with pytest.raises(
+        ImproperlyConfigured,
+        match=r"DATABASE_POOL_SIZE=4 with DATABASE_CONN_MAX_AGE=60: .* set one of them to 0",
+    ):
+        database_from_url("X", "postgres://u@h/d", base=tmp_path, pool_size=4, conn_max_age=60)
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ status socket and a worker ping work through the real stack; Ctrl-C stops both c
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import json
 import os
@@ -26,6 +27,7 @@ from websockets.sync.client import connect
 
 from tests.waiting import wait_until
 from tests.webapp.servers import REPO, embedded_env, run_dashboard
+from webapp import cores
 
 
 def test_serve_runs_dashboard_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -41,24 +43,17 @@ def test_serve_runs_dashboard_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> 
         here = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, dashboard.process.pid) == here
         assert os.getpriority(os.PRIO_PROCESS, worker_pid) == min(here + 10, 19)
+        # Unset, the host's cores decide: one server process per core, torch threads on all but
+        # one (at least one) in the worker.
+        cpus = cores.usable_cpus()
+        processes = cores.default_web_workers(cpus)
+        dashboard.wait_for(
+            lambda: len(web_processes(dashboard.process.pid)) == processes,
+            f"{processes} server processes",
+        )
+        assert f"torch threads: {cores.default_worker_torch_threads(cpus)} " in dashboard.log()
 
-        jar = http.cookiejar.CookieJar()
-        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-        login_page = browser.open(f"{base}/login/", timeout=10).read().decode()
-        match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page)
-        assert match
-        form = urllib.parse.urlencode(
-            {
-                "username": "admin",
-                "password": dashboard.admin_password(),
-                "csrfmiddlewaretoken": match.group(1),
-            }
-        ).encode()
-        home = browser.open(f"{base}/login/", data=form, timeout=10)
-        assert home.geturl() == f"{base}/"
-        assert b'id="status-panel"' in home.read()
-
-        cookies = {c.name: c.value for c in jar}
+        browser, cookies = log_in(dashboard)
         ping = urllib.request.Request(
             f"{base}/status/ping",
             data=b"",
@@ -84,6 +79,136 @@ def test_serve_runs_dashboard_and_worker_and_stops_on_ctrl_c(tmp_path: Path) -> 
         assert text.rstrip().endswith("Stopped.")
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"{base}/healthz", timeout=2)
+
+
+def test_several_server_processes_each_follow_the_event_table(tmp_path: Path) -> None:
+    """With the embedded profile's in-process channel layer, a socket on any of the server
+    processes gets events another process stored; the options and settings are applied."""
+    with run_dashboard(
+        tmp_path, "--web-workers", "3", env={"GROUPWISE_WORKER_TORCH_THREADS": "3"}
+    ) as dashboard:
+
+        def three_processes() -> list[int] | None:
+            found = web_processes(dashboard.process.pid)
+            return found if len(found) == 3 else None
+
+        pids = dashboard.wait_for(three_processes, "3 server processes")
+        assert "torch threads: 3 (GROUPWISE_WORKER_TORCH_THREADS)" in dashboard.log()
+        run_id = int(manage_shell(tmp_path, MAKE_RUN))
+        _browser, cookies = log_in(dashboard)
+        cookie_header = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        with contextlib.ExitStack() as stack:
+            sockets: list[Any] = []
+            served_by: set[int] = set()
+            # The kernel hands each connection to whichever process accepts first: open sockets
+            # until two processes hold some (each socket has odds of 2/3 to land elsewhere).
+            while len(served_by) < 2 and len(sockets) < 40:
+                ws = stack.enter_context(
+                    connect(
+                        f"ws://127.0.0.1:{dashboard.port}/ws/runs/{run_id}/",
+                        additional_headers={"Cookie": cookie_header, "Origin": dashboard.base},
+                        open_timeout=30,
+                    )
+                )
+                ws.send(json.dumps({"type": "subscribe", "after": 0}))
+                assert json.loads(ws.recv(timeout=30))["events"] == []
+                sockets.append(ws)
+                served_by.add(serving_process(ws.socket.getsockname()[1], dashboard.port, pids))
+            assert len(served_by) >= 2, f"{len(sockets)} sockets all on one process"
+            manage_shell(tmp_path, STORE_EVENT.format(run_id=run_id))
+            for ws in sockets:
+                message = json.loads(ws.recv(timeout=60))
+                assert [e["seq"] for e in message["events"]] == [1]
+                assert message["events"][0]["payload"] == {"message": "from another process"}
+
+
+MAKE_RUN = """
+from django.contrib.auth.models import User
+from tests.webapp.personas import make_run
+print(make_run(User.objects.get(username="admin")).pk)
+"""
+STORE_EVENT = """
+from django.utils import timezone
+from webapp.runs.models import Event
+Event.objects.create(
+    run_id={run_id}, seq=1, type="log_line", payload={{"message": "from another process"}},
+    time=timezone.now(),
+)
+"""
+
+
+def manage_shell(tmp_path: Path, code: str) -> str:
+    """Run ``code`` in `manage.py shell` on the dashboard's database; its printed output."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=REPO,
+        env=embedded_env(tmp_path / "var"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def log_in(dashboard: Any) -> tuple[urllib.request.OpenerDirector, dict[str, str]]:
+    """A browser logged in as the admin through the login form, and its cookies."""
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    login_page = browser.open(f"{dashboard.base}/login/", timeout=30).read().decode()
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login_page)
+    assert match
+    form = urllib.parse.urlencode(
+        {
+            "username": "admin",
+            "password": dashboard.admin_password(),
+            "csrfmiddlewaretoken": match.group(1),
+        }
+    ).encode()
+    home = browser.open(f"{dashboard.base}/login/", data=form, timeout=30)
+    assert home.geturl() == f"{dashboard.base}/"
+    assert b'id="status-panel"' in home.read()
+    return browser, {c.name: c.value for c in jar}
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def web_processes(serve_pid: int) -> list[int]:
+    """The processes that answer requests: uvicorn's workers, or uvicorn itself without them."""
+    (server,) = [pid for pid in _children(serve_pid) if " -m uvicorn " in _cmdline(pid)]
+    workers = [pid for pid in _children(server) if "spawn_main" in _cmdline(pid)]
+    return workers or [server]
+
+
+def serving_process(client_port: int, server_port: int, pids: list[int]) -> int:
+    """Which of ``pids`` holds the server end of the TCP connection from ``client_port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == server_port and (
+                int(remote.rsplit(":", 1)[1], 16) == client_port
+            ):
+                inodes.add(f"socket:[{inode}]")
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    raise AssertionError(f"no server process holds the connection from port {client_port}")
 
 
 def test_serve_refuses_a_busy_port_with_advice(tmp_path: Path) -> None:

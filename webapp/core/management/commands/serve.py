@@ -29,6 +29,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
+from webapp import cores
 from webapp.core.worker import worker_command
 
 SERVER_START_SECONDS = 60
@@ -49,9 +50,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--web-workers",
             type=int,
-            default=1,
-            help="Server processes: Django runs each process's sync views on one thread, so more "
-            "processes answer more API requests at once (docs/performance.md).",
+            default=None,
+            help="Server processes; more answer more API requests at once (docs/operations.md). "
+            "Default: GROUPWISE_WEB_WORKERS, else one per usable core, at most "
+            f"{cores.MAX_WEB_WORKERS} (here {settings.GROUPWISE_WEB_WORKERS}).",
         )
         parser.add_argument(
             "--migrate",
@@ -62,8 +64,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         host, port = options["host"], options["port"]
-        if options["web_workers"] < 1:
-            raise CommandError(f"--web-workers={options['web_workers']}: use 1 or more")
+        web_workers = options["web_workers"]
+        if web_workers is None:
+            web_workers = settings.GROUPWISE_WEB_WORKERS
+        elif web_workers < 1:
+            raise CommandError(f"--web-workers={web_workers}: use 1 or more")
         _require_free_port(host, port)
         if options["migrate"] or connection.vendor == "sqlite":
             call_command("migrate", interactive=False, verbosity=0)
@@ -90,11 +95,8 @@ class Command(BaseCommand):
                     "5",
                     "--log-level",
                     "warning",
-                    *(
-                        ["--workers", str(options["web_workers"])]
-                        if options["web_workers"] > 1
-                        else []
-                    ),
+                    # One process serves in place; more run under uvicorn's supervisor.
+                    *(["--workers", str(web_workers)] if web_workers > 1 else []),
                 ]
             )
         }
