@@ -28,6 +28,7 @@ class Dashboard:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    env: dict[str, str]
 
     @property
     def base(self) -> str:
@@ -35,6 +36,19 @@ class Dashboard:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def shell(self, code: str) -> str:
+        """What ``code`` prints, run by ``manage.py shell`` on this server's database."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=START_SECONDS,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
 
     def admin_password(self) -> str:
         match = re.search(r"password '([^']+)'", self.log())
@@ -74,19 +88,21 @@ def embedded_env(var_dir: Path) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def run_dashboard(tmp_path: Path) -> Iterator[Dashboard]:
-    """Start `manage.py serve`, wait for its URL and a live worker; kill it on exit if still up."""
+def run_dashboard(tmp_path: Path, **env: str) -> Iterator[Dashboard]:
+    """Start `manage.py serve` (with ``env`` added to the embedded defaults), wait for its URL
+    and a live worker; kill it on exit if still up."""
     port = free_port()
     log_path = tmp_path / "serve.log"
+    environment = {**embedded_env(tmp_path / "var"), **env}
     with log_path.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "manage.py", "serve", "--port", str(port)],
             cwd=REPO,
-            env=embedded_env(tmp_path / "var"),
+            env=environment,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    dashboard = Dashboard(process, port, log_path)
+    dashboard = Dashboard(process, port, log_path, environment)
     try:
         dashboard.wait_for(lambda: f"running at {dashboard.base}/" in dashboard.log(), "the URL")
         dashboard.wait_for(lambda: dashboard.health()["checks"]["workers"]["live"] >= 1, "a worker")
