@@ -1,7 +1,6 @@
 """ASGI entry point: HTTP through Django, websockets through Channels, on one port."""
 
 import os
-import warnings
 
 from django.core.asgi import get_asgi_application
 
@@ -13,11 +12,6 @@ django_http = get_asgi_application()
 from django.urls import get_resolver  # noqa: E402
 
 get_resolver().url_patterns  # noqa: B018
-# WhiteNoise streams static files through a synchronous iterator, which Django's ASGI handler
-# consumes in a thread and warns about on every file; the files are small, the cost is nil.
-warnings.filterwarnings(
-    "ignore", message="StreamingHttpResponse must consume synchronous iterators"
-)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -8,6 +8,7 @@ Each helper returns the embedded default when the variable is unset or empty, an
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,24 @@ def env_url(name: str, default: str, *, schemes: tuple[str, ...]) -> str:
     if scheme not in schemes:
         raise ImproperlyConfigured(
             f"{name}={_redact(value)} has scheme {scheme!r}: use one of {', '.join(schemes)}."
+        )
+    return value
+
+
+# An absolute URL path of RFC 3986 segment characters, ending in a slash.
+_URL_PREFIX = re.compile(r"/(?:[A-Za-z0-9._~!$&'()*+,;=:@%-]+/)*")
+
+
+def env_url_prefix(name: str, default: str) -> str:
+    """The variable as a URL path prefix such as ``/protected/`` (absolute, ending in ``/``,
+    no query, fragment, spaces or ``..``), or ``default``."""
+    value = _raw(name)
+    if value is None:
+        return default
+    if not _URL_PREFIX.fullmatch(value) or "/../" in value or "/./" in value:
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a URL path prefix: use an absolute path that starts and "
+            "ends with '/', e.g. /protected/."
         )
     return value
 

@@ -28,6 +28,7 @@ from webapp.env import (
     env_secret_key,
     env_str,
     env_url,
+    env_url_prefix,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "webapp.core.static_files.StaticFiles",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -153,6 +154,9 @@ WHITENOISE_USE_FINDERS = True
 
 MEDIA_URL = "media/"
 MEDIA_ROOT = env_path("MEDIA_ROOT", None, base=BASE_DIR) or VAR_DIR / "media"
+# Behind nginx: the internal location aliased to MEDIA_ROOT, from which nginx sends a media file
+# once the dashboard has checked who asks (X-Accel-Redirect; docs/deploy.md). Empty: Django sends.
+GROUPWISE_ACCEL_REDIRECT = env_url_prefix("GROUPWISE_ACCEL_REDIRECT", "")
 # Prompt uploads larger than this are refused. The reverse proxy should cap request bodies too
 # (docs/deploy.md): Django's ASGI handler reads a body whole before any view can look at it.
 GROUPWISE_MAX_UPLOAD_BYTES = env_int("GROUPWISE_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1)

@@ -29,7 +29,7 @@ from engine.export.snippets import ADAPTER_DIR, FULL_WEIGHTS, MODEL_DIR, loading
 from engine.export.zipstream import ExportFile
 from engine.policy import ADAPTER
 from engine.recipe import ModelConfig, Recipe, drop_retired
-from engine.run.checkpoint import FILES, load_weights
+from engine.run.checkpoint import FILES, load_weights, read_meta, verified_weights
 
 #: The diffusers mixin whose ``save_lora_weights`` writes each family's LoRA files.
 LORA_WRITERS = {
@@ -70,9 +70,13 @@ def export_weights(
     ``folder`` is the name the archive unpacks to (the snippet refers to it); ``base_model``
     is the directory of the model the run trained when its recipe's ``model.path`` is empty
     (the web's ``GROUPWISE_MODEL_DIR``), None for the built-in tiny model. Raises
-    ``engine.run.checkpoint.CheckpointError`` for a missing or corrupt checkpoint.
+    ``engine.run.checkpoint.CheckpointError`` for a missing or corrupt checkpoint; the weights
+    of a full fine-tune of a large family are checked only as the archive reads them, so their
+    corruption raises it from the member's source, mid-archive.
     """
-    step, recipe_data, weights = load_weights(Path(checkpoint))
+    checkpoint = Path(checkpoint)
+    meta = read_meta(checkpoint)
+    step, recipe_data = int(meta["step"]), meta["recipe"]
     # A checkpoint's recipe may predate settings retired since: an export only reads it.
     recipe = Recipe.from_dict(drop_retired(recipe_data))
     config = recipe.model
@@ -80,16 +84,28 @@ def export_weights(
     kind: Literal["lora", "full"] = "full" if config.lora_target == "full" else "lora"
     scratch = Path(scratch)
     files: list[ExportFile] = []
-    adapter: dict[str, torch.Tensor] = {}
-    if kind == "lora":
-        adapter = lora_state_dict(weights)
-        write_adapter(adapter, config, scratch / ADAPTER_DIR)
-        files += _folder_files(scratch / ADAPTER_DIR, ADAPTER_DIR)
-    if config.family == "tiny":
-        _write_tiny(weights if kind == "full" else None, adapter, config, base, scratch / MODEL_DIR)
-        files += _folder_files(scratch / MODEL_DIR, MODEL_DIR)
-    elif kind == "full":
-        files.append(ExportFile(FULL_WEIGHTS, Path(checkpoint) / FILES[0]))
+    if kind == "full" and config.family != "tiny":
+        # A large model's weights go out as they are stored: read once, while they are sent,
+        # and verified on the way (a corrupt file stops the archive before its end).
+        weights_file = checkpoint / FILES[0]
+        files.append(
+            ExportFile(
+                FULL_WEIGHTS,
+                lambda: verified_weights(checkpoint, meta),
+                size=weights_file.stat().st_size,
+            )
+        )
+    else:
+        _, _, weights = load_weights(checkpoint)
+        adapter: dict[str, torch.Tensor] = {}
+        if kind == "lora":
+            adapter = lora_state_dict(weights)
+            write_adapter(adapter, config, scratch / ADAPTER_DIR)
+            files += _folder_files(scratch / ADAPTER_DIR, ADAPTER_DIR)
+        if config.family == "tiny":
+            full = weights if kind == "full" else None
+            _write_tiny(full, adapter, config, base, scratch / MODEL_DIR)
+            files += _folder_files(scratch / MODEL_DIR, MODEL_DIR)
     snippet = loading_snippet(recipe, folder, base_model=base)
     readme = _readme(recipe, step, kind, snippet, folder)
     return WeightsExport(

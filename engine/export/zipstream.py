@@ -26,10 +26,13 @@ class ExportFile:
 
     ``source`` is the content itself, a file on disk (read when the member is written), or a
     callable returning an iterable of byte chunks (called once, when the member is written).
+    ``size`` is a callable's byte count when known: zip64 fields, needed above 2 GiB, must be
+    chosen before the member is written (a file's size is read from the disk).
     """
 
     name: str
     source: bytes | Path | Callable[[], Iterable[bytes]]
+    size: int | None = None
 
 
 class _Buffer:
@@ -71,7 +74,11 @@ def stream_zip(files: Iterable[ExportFile]) -> Iterator[bytes]:
             if isinstance(member.source, bytes):
                 archive.writestr(info, member.source)
             else:
-                size = member.source.stat().st_size if isinstance(member.source, Path) else 0
+                size = (
+                    member.source.stat().st_size
+                    if isinstance(member.source, Path)
+                    else member.size or 0
+                )
                 info.file_size = size
                 # Sizes above 2 GiB need zip64 fields, which must be chosen before writing.
                 with archive.open(info, "w", force_zip64=size > zipfile.ZIP64_LIMIT) as out:

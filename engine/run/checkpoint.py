@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,22 +139,51 @@ def load_checkpoint(folder: Path, recipe: dict[str, Any]) -> CheckpointState:
     )
 
 
+def read_meta(folder: Path) -> dict[str, Any]:
+    """A checkpoint's ``meta.json`` (step, recipe, SHA-256 of each file), once its weights file
+    is known to be there; nothing is hashed. Raises ``CheckpointError`` like ``load_checkpoint``."""
+    try:
+        meta: dict[str, Any] = json.loads((folder / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"checkpoint {folder} has no readable meta.json ({error})") from None
+    # There, not a regular file: the weights may come through a pipe (the web's tests send
+    # them that way to see when the server reads them).
+    if not (folder / FILES[0]).exists():
+        raise CheckpointError(f"checkpoint {folder} is missing {FILES[0]}: it is incomplete")
+    return meta
+
+
 def load_weights(folder: Path) -> tuple[int, dict[str, Any], dict[str, torch.Tensor]]:
     """The step, recipe and verified trainable weights of a checkpoint, without its optimizer
     state (what an export needs). Raises ``CheckpointError`` like ``load_checkpoint``."""
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"checkpoint {folder} has no readable meta.json ({error})") from None
+    meta = read_meta(folder)
     path = folder / FILES[0]
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {folder} is missing {FILES[0]}: it is incomplete")
     if _sha256(path) != meta.get("sha256", {}).get(FILES[0]):
-        raise CheckpointError(
-            f"checkpoint {folder} is corrupt: {FILES[0]} does not match its SHA-256; "
-            "export an older checkpoint"
-        )
+        raise _corrupt(folder)
     return int(meta["step"]), meta["recipe"], load_file(path)
+
+
+def verified_weights(folder: Path, meta: dict[str, Any]) -> Iterator[bytes]:
+    """The bytes of ``folder``'s weights file in chunks of 1 MiB, hashed as they are read.
+
+    For weights too large to read twice (a full fine-tune's gigabytes, streamed into an export):
+    the check comes after the last chunk, where a mismatch with ``meta``'s SHA-256 raises
+    ``CheckpointError``, so a consumer that stops on it never completes a corrupt copy.
+    """
+    digest = hashlib.sha256()
+    with (folder / FILES[0]).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+            yield block
+    if digest.hexdigest() != meta.get("sha256", {}).get(FILES[0]):
+        raise _corrupt(folder)
+
+
+def _corrupt(folder: Path) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {folder} is corrupt: {FILES[0]} does not match its SHA-256; "
+        "export an older checkpoint"
+    )
 
 
 def recipe_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

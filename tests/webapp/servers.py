@@ -38,6 +38,19 @@ class Dashboard:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def shell(self, code: str) -> str:
+        """What ``code`` prints, run by ``manage.py shell`` on this server's database."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=START_SECONDS,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
     def admin_password(self) -> str:
         match = re.search(r"password '([^']+)'", self.log())
         assert match, self.log()

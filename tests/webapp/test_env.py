@@ -20,6 +20,7 @@ from webapp.env import (
     env_secret_key,
     env_str,
     env_url,
+    env_url_prefix,
 )
 
 
@@ -221,3 +222,28 @@ def test_bad_rates_name_the_variable(monkeypatch: pytest.MonkeyPatch, value: str
 def test_rate_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GW_RATE", raising=False)
     assert env_rate("GW_RATE", "3/hour") == Rate(3, 3600, "3/hour")
+
+
+@pytest.mark.parametrize("raw", ["/protected/", "/", "/media-internal/v1/", " /x/ "])
+def test_env_url_prefix_takes_absolute_paths_ending_in_a_slash(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("GROUPWISE_ACCEL_REDIRECT", raw)
+    assert env_url_prefix("GROUPWISE_ACCEL_REDIRECT", "") == raw.strip()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["protected/", "/protected", "/a b/", "/x/?q=1/", "/x#y/", "/../", "/a/./b/", "http://x/"],
+)
+def test_env_url_prefix_names_the_variable_on_anything_else(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("GROUPWISE_ACCEL_REDIRECT", raw)
+    with pytest.raises(ImproperlyConfigured, match=r"GROUPWISE_ACCEL_REDIRECT=.*starts and ends"):
+        env_url_prefix("GROUPWISE_ACCEL_REDIRECT", "")
+
+
+def test_env_url_prefix_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GROUPWISE_ACCEL_REDIRECT", raising=False)
+    assert env_url_prefix("GROUPWISE_ACCEL_REDIRECT", "") == ""

@@ -3,11 +3,13 @@
 Thin over the engine (``engine.export.weights``, ``engine.run.metrics_table``,
 ``engine.export.samples``): this module finds the run's records, streams what the engine makes, and
 is shared by the run page's links and the API's ``export`` actions. Another user's run is a 404, as
-everywhere.
+everywhere. Downloads are ``StreamingDownload``s: under the ASGI server the archive is made chunk by
+chunk as the client reads it, in a thread of its own, never whole in the web process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -15,17 +17,18 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 
 from engine.export.samples import SampleRecord, sample_files
 from engine.export.snippets import loading_snippet
 from engine.export.weights import export_weights
-from engine.export.zipstream import ExportFile, stream_zip
+from engine.export.zipstream import stream_zip
 from engine.recipe import Recipe
 from engine.run import metrics_table
 from engine.run.checkpoint import CheckpointError
+from webapp.core.streaming import StreamingDownload
 from webapp.runs.models import MAX_ID, Checkpoint, Event, Run
 
 #: The event types the metrics table reads.
@@ -64,7 +67,7 @@ def metric_rows(run: Run) -> list[dict[str, Any]]:
     return metrics_table.metric_rows(payloads.iterator(chunk_size=200))
 
 
-def metrics_csv(run: Run) -> StreamingHttpResponse:
+def metrics_csv(run: Run) -> StreamingDownload:
     return _download(
         metrics_table.csv_lines(metric_rows(run)), "text/csv", f"run-{run.pk}-metrics.csv"
     )
@@ -76,7 +79,7 @@ def metrics_json(run: Run) -> HttpResponse:
     return response
 
 
-def samples_zip(run: Run, step: int | None = None) -> StreamingHttpResponse:
+def samples_zip(run: Run, step: int | None = None) -> StreamingDownload:
     """Every non-superseded rollout sample (of ``step`` when given), with a manifest."""
     samples = run.samples.filter(superseded=False).order_by("step", "group_index", "index_in_group")
     if step is not None:
@@ -104,7 +107,7 @@ def samples_zip(run: Run, step: int | None = None) -> StreamingHttpResponse:
     )
 
 
-def weights_zip(run: Run, step: int | None = None) -> StreamingHttpResponse:
+def weights_zip(run: Run, step: int | None = None) -> StreamingDownload:
     """The export of the run's checkpoint at ``step`` (default: the latest). A 404 says why
     when there is no such checkpoint, or its folder is gone or corrupt."""
     checkpoints = run.checkpoints.order_by("-step")
@@ -128,7 +131,7 @@ def weights_zip(run: Run, step: int | None = None) -> StreamingHttpResponse:
         if isinstance(error, CheckpointError):
             raise Http404(str(error)) from None
         raise
-    members = (ExportFile(f"{folder}/{f.name}", f.source) for f in exported.files)
+    members = (dataclasses.replace(f, name=f"{folder}/{f.name}") for f in exported.files)
     return _download(_then_remove(stream_zip(members), scratch), "application/zip", f"{folder}.zip")
 
 
@@ -141,8 +144,8 @@ def _then_remove(chunks: Iterator[bytes], scratch: Path) -> Iterator[bytes]:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _download(chunks: Iterable[Any], content_type: str, filename: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type=content_type)
+def _download(chunks: Iterable[Any], content_type: str, filename: str) -> StreamingDownload:
+    response = StreamingDownload(chunks, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -165,7 +168,7 @@ def _run(request: HttpRequest, run_id: int) -> Run:
 
 
 @require_GET
-def export_metrics_csv(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+def export_metrics_csv(request: HttpRequest, run_id: int) -> StreamingDownload:
     return metrics_csv(_run(request, run_id))
 
 
@@ -175,10 +178,10 @@ def export_metrics_json(request: HttpRequest, run_id: int) -> HttpResponse:
 
 
 @require_GET
-def export_samples(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+def export_samples(request: HttpRequest, run_id: int) -> StreamingDownload:
     return samples_zip(_run(request, run_id), _step(request))
 
 
 @require_GET
-def export_weights_zip(request: HttpRequest, run_id: int) -> StreamingHttpResponse:
+def export_weights_zip(request: HttpRequest, run_id: int) -> StreamingDownload:
     return weights_zip(_run(request, run_id), _step(request))

@@ -6,6 +6,8 @@ media files alike. Media paths are checked by ``paths.run_media_file`` before an
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -15,9 +17,9 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django.views.static import serve
 
 from engine.presets import PRESETS
+from webapp.core.sendfile import send_file
 from webapp.runs import housekeeping, queue, services
 from webapp.runs.compare import recipe_differences
 from webapp.runs.export_views import export_context
@@ -341,4 +343,7 @@ def run_media(request: HttpRequest, run_id: int, path: str) -> HttpResponseBase:
     target = run_media_file(run_id, path)
     if target is None:
         raise Http404("no such media file")
-    return serve(request, target.name, document_root=str(target.parent))
+    internal = ""
+    if settings.GROUPWISE_ACCEL_REDIRECT:
+        internal = settings.GROUPWISE_ACCEL_REDIRECT + quote(f"runs/{run_id}/{path}")
+    return send_file(request, target, internal_url=internal)

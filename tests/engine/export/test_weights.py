@@ -3,6 +3,7 @@ run's evaluation images; the adapter loads with diffusers; the snippet runs as p
 
 from __future__ import annotations
 
+import io
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from PIL import Image
 from engine import events
 from engine.export.snippets import loading_snippet
 from engine.export.weights import export_weights, lora_state_dict, merge_lora
-from engine.export.zipstream import write_zip
+from engine.export.zipstream import stream_zip, write_zip
 from engine.models.loading import load_model
 from engine.overrides import apply_overrides
 from engine.presets import PRESETS
@@ -24,7 +25,12 @@ from engine.recipe import Recipe
 from engine.rollout.in_process import InProcessBackend
 from engine.rollout.plan import evaluation_requests
 from engine.rollout.types import RolloutRequest
-from engine.run.checkpoint import CheckpointError, latest_checkpoint
+from engine.run.checkpoint import (
+    CheckpointError,
+    CheckpointState,
+    latest_checkpoint,
+    save_checkpoint,
+)
 from engine.run.loop import EVAL_SAMPLES_PER_PROMPT, run
 from tests.recipes import GROUPS_OF_TWO
 
@@ -232,3 +238,41 @@ def test_every_family_writer_is_a_mixin_of_its_pipeline() -> None:
         mixin = getattr(loaders, LORA_WRITERS[family])
         assert issubclass(getattr(diffusers, pipeline), mixin)
         assert hasattr(mixin, "load_lora_weights") and hasattr(mixin, "save_lora_weights")
+
+
+def large_full_checkpoint(out: Path) -> Path:
+    """A full fine-tune checkpoint of an SD3 run, as the trainer saves one (its weights a
+    stand-in: the export sends the file as stored, whatever tensors it holds)."""
+    recipe = apply_overrides(Recipe(), {"family": "sd3", "lora_target": "full"})
+    weights = {"blocks.0.weight": torch.arange(3000, dtype=torch.float32).reshape(30, 100)}
+    state = CheckpointState(
+        step=4, recipe=recipe.to_dict(), model=weights, optimizer={}, rng={"torch": 0}
+    )
+    return save_checkpoint(out, state)
+
+
+def test_a_large_full_fine_tune_streams_its_weights_file_as_stored(tmp_path: Path) -> None:
+    checkpoint = large_full_checkpoint(tmp_path / "run")
+    stored = (checkpoint / "model.safetensors").read_bytes()
+    exported, folder = unpack(tmp_path, checkpoint, "run-3-step-000004")
+    assert (exported.kind, exported.family, exported.step) == ("full", "sd3", 4)
+    assert (folder / "transformer.safetensors").read_bytes() == stored
+    assert not (tmp_path / "scratch").exists()  # nothing generated, nothing copied
+
+
+def test_a_large_full_fine_tune_is_verified_as_it_is_sent(tmp_path: Path) -> None:
+    """Its gigabytes are read once, while they are sent: a flipped byte is found after the
+    last chunk, and the archive stops before its central directory (no unzip accepts it)."""
+    checkpoint = large_full_checkpoint(tmp_path / "run")
+    weights = checkpoint / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    exported = export_weights(checkpoint, tmp_path / "scratch", folder="x")
+    chunks: list[bytes] = []
+    with pytest.raises(CheckpointError, match=r"corrupt: model\.safetensors"):
+        for chunk in stream_zip(exported.files):
+            chunks.append(chunk)
+    assert bytes(data) in b"".join(chunks)  # sent whole before the check
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.ZipFile(io.BytesIO(b"".join(chunks)))

@@ -60,3 +60,22 @@ def test_write_zip_and_a_missing_file(tmp_path: Path) -> None:
         assert archive.read("a.txt") == b"a"
     with pytest.raises(FileNotFoundError):
         list(stream_zip([ExportFile("gone.png", tmp_path / "gone.png")]))
+
+
+def test_a_generated_member_of_known_size_gets_zip64_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Zip64 fields, needed above 2 GiB, must be chosen before a member is written: from
+    ``size`` for a generated member. With the limit lowered to 1,000 bytes, 1,500 generated
+    bytes fail without their size and round-trip with it."""
+    monkeypatch.setattr(zipfile, "ZIP64_LIMIT", 1000)
+    payload = bytes(range(250)) * 6  # 1,500 bytes
+
+    def member(size: int | None) -> ExportFile:
+        return ExportFile("w.safetensors", lambda: iter([payload[:700], payload[700:]]), size)
+
+    with pytest.raises(RuntimeError, match="force_zip64"):
+        list(stream_zip([member(None)]))
+    data = b"".join(stream_zip([member(len(payload))]))
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("w.safetensors") == payload
