@@ -196,10 +196,12 @@ class RunConfig:
     seed: int = _setting(42, "the run's seed, in [0, 2^31)")
     max_steps: int = _setting(20, "optimizer steps in the run", most=1_000_000)
     checkpoint_every: int = _setting(
-        10, "optimizer steps between checkpoints; 0 never saves", most=1_000_000
+        10, "optimizer steps between checkpoints; 0 saves only at the end", most=1_000_000
     )
     eval_every: int = _setting(
-        5, "optimizer steps between evaluations; 0 never evaluates", most=1_000_000
+        5,
+        "optimizer steps between evaluations, and one at the end; 0 never evaluates",
+        most=1_000_000,
     )
 
 

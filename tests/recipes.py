@@ -26,8 +26,8 @@ GROUPS_OF_TWO: dict[str, Any] = {
 #: P=2 prompts in groups of four: an 8-sample rollout.
 TINY_COLOR_SMALL: dict[str, Any] = {"rollout_batch_size": 2, **GROUPS_OF_FOUR}
 
-#: The quickest whole run that still trains: 1 prompt x 2 samples, 2 optimizer steps, neither an
-#: evaluation nor a checkpoint.
+#: The quickest whole run that still trains: 1 prompt x 2 samples, 2 optimizer steps, no
+#: evaluation and one checkpoint (at the end).
 TINY_COLOR_QUICK: dict[str, Any] = {
     "rollout_batch_size": 1,
     **GROUPS_OF_TWO,

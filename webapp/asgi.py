@@ -17,7 +17,11 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from webapp.core import watchdog  # noqa: E402
 from webapp.routing import websocket_urlpatterns  # noqa: E402
+
+# A web process notices dead workers' runs on its own, not only when asked (webapp.core.watchdog).
+watchdog.start()
 
 application = ProtocolTypeRouter(
     {

@@ -234,6 +234,11 @@ CELERY_DATABASE_ENGINE_OPTIONS = (
 # Worker liveness: a heartbeat row every few seconds; younger than the timeout counts as live.
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
 WORKER_LIVE_SECONDS = env_float("WORKER_LIVE_SECONDS", 30.0, minimum=1.0)
+# How often each web process looks for dead workers' runs on its own (webapp.core.watchdog), so a
+# run is marked within the live window plus one beat with no worker left and no request; 0: never.
+GROUPWISE_LIVENESS_CHECK_SECONDS = env_float(
+    "GROUPWISE_LIVENESS_CHECK_SECONDS", WORKER_HEARTBEAT_SECONDS, minimum=0.0
+)
 # Queue a run again as soon as its dead worker is noticed (it resumes from its checkpoint).
 GROUPWISE_AUTO_RESUME = env_bool("GROUPWISE_AUTO_RESUME", False)
 

@@ -204,8 +204,8 @@ def _rollout_and_update(state: _Run) -> None:
         )
     )  # fmt: skip
 
-    # 6. Evaluate when due, and at the end.
-    if _due(state.step, recipe.run.eval_every, recipe.run.max_steps):
+    # 6. Evaluate when due, and at the end; eval_every 0 never evaluates.
+    if recipe.run.eval_every and _due(state.step, recipe.run.eval_every, recipe.run.max_steps):
         world.on_main(state.check)
         _evaluate(state)
 

@@ -102,7 +102,7 @@ def run_dashboard(
     tmp_path: Path, *options: str, env: Mapping[str, str] | None = None
 ) -> Iterator[Dashboard]:
     """Start `manage.py serve` with further ``options`` and ``env`` on the embedded defaults,
-    wait for its URL and a live worker; kill it on exit if still up."""
+    wait for its URL and a live worker (unless ``--no-worker``); kill it on exit if still up."""
     port = free_port()
     log_path = tmp_path / "serve.log"
     environment = {**embedded_env(tmp_path / "var"), **(env or {})}
@@ -117,7 +117,10 @@ def run_dashboard(
     dashboard = Dashboard(process, port, log_path, environment)
     try:
         dashboard.wait_for(lambda: f"running at {dashboard.base}/" in dashboard.log(), "the URL")
-        dashboard.wait_for(lambda: dashboard.health()["checks"]["workers"]["live"] >= 1, "a worker")
+        if "--no-worker" not in options:
+            dashboard.wait_for(
+                lambda: dashboard.health()["checks"]["workers"]["live"] >= 1, "a worker"
+            )
         yield dashboard
     finally:
         if process.poll() is None:

@@ -250,7 +250,16 @@ def test_events_after_a_sequence_number(owner: Any) -> None:
     assert client.get(f"/api/runs/{run.pk}/events/?after=x").status_code == 400
 
 
-def _sample(run: Run, step: int, group: int, index: int, reward: float, prompt: str) -> None:
+def _sample(
+    run: Run,
+    step: int,
+    group: int,
+    index: int,
+    reward: float,
+    prompt: str,
+    superseded: bool = False,
+) -> None:
+    name = f"x{step}{group}{index}" + ("-old" if superseded else "")
     Sample.objects.create(
         run=run,
         step=step,
@@ -258,12 +267,13 @@ def _sample(run: Run, step: int, group: int, index: int, reward: float, prompt: 
         group_index=group,
         prompt=prompt,
         index_in_group=index,
-        image=f"runs/{run.pk}/x{step}{group}{index}.png",
-        thumbnail=f"runs/{run.pk}/x{step}{group}{index}.thumb.png",
+        image=f"runs/{run.pk}/{name}.png",
+        thumbnail=f"runs/{run.pk}/{name}.thumb.png",
         reward=reward,
         components={"color": reward},
         advantage=0.0,
         seed=100 + index,
+        superseded=superseded,
     )
 
 
@@ -284,6 +294,25 @@ def test_samples_filters_and_metrics(owner: Any) -> None:
     assert [s["reward"] for s in group1["results"]] == [0.6, 0.8]
     red = client.get(f"/api/runs/{run.pk}/samples/?prompt=RED").json()
     assert red["count"] == 3
+
+
+def test_samples_a_resume_superseded_are_listed_when_asked(owner: Any) -> None:
+    run = make_run(owner)
+    # Step 1's sample was stored, then superseded by a resume that stored it again.
+    _sample(run, 0, 0, 0, 0.1, "a red image")
+    _sample(run, 1, 0, 0, 0.2, "a red image", superseded=True)
+    _sample(run, 1, 0, 0, 0.3, "a red image")
+    client = client_for(owner)
+    shown = client.get(f"/api/runs/{run.pk}/samples/").json()
+    assert [(s["step"], s["reward"], s["superseded"]) for s in shown["results"]] == [
+        (0, 0.1, False),
+        (1, 0.3, False),
+    ]
+    everything = client.get(f"/api/runs/{run.pk}/samples/?superseded=1&step=1").json()
+    assert [(s["reward"], s["superseded"], s["image_url"]) for s in everything["results"]] == [
+        (0.2, True, f"/media/runs/{run.pk}/x100-old.png"),
+        (0.3, False, f"/media/runs/{run.pk}/x100.png"),
+    ]
 
 
 def test_metrics_from_stored_rollouts(owner: Any, settings: Any, tmp_path: Any) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,6 +22,7 @@ from tests.recipes import TINY_COLOR_SMALL
 from tests.waiting import wait_until
 from tests.webapp.personas import make_run
 from tests.webapp.workers import broker, client_app, start_worker
+from webapp.core.heartbeat import pid_namespace
 from webapp.core.models import WorkerHeartbeat
 from webapp.runs.models import Event, Run
 from webapp.runs.recovery import interrupt_orphaned_runs
@@ -57,6 +62,74 @@ def test_only_runs_without_a_live_worker_are_interrupted(owner: Any) -> None:
     assert "stopped sending heartbeats" in orphan.error and orphan.finished_at is not None
 
 
+def _dead_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    return done.pid
+
+
+def _beat_from(
+    run: Run, host: str, pid: int, after_claim: float = 0.5, namespace: str | None = None
+) -> WorkerHeartbeat:
+    """A fresh heartbeat of worker ``groupwise-8311@host`` (``pid``, in this process's pid
+    namespace unless told) running ``run``, last written ``after_claim`` s after its claim."""
+    assert run.started_at is not None
+    return WorkerHeartbeat.objects.create(
+        name=f"groupwise-8311@{host}", host=host, pid=pid, queues=["gpu"],
+        pid_namespace=pid_namespace() if namespace is None else namespace,
+        current_run_id=run.pk, started_at=run.started_at,
+        last_seen=run.started_at + timedelta(seconds=after_claim),
+    )  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_worker_whose_process_is_gone_is_not_waited_for(owner: Any) -> None:
+    here = socket.gethostname()
+    # All three were claimed a second ago and beat since: well inside the 30 s live window.
+    gone = _running(owner, 1)
+    _beat_from(gone, here, _dead_pid())
+    alive_here = _running(owner, 1)
+    _beat_from(alive_here, here, os.getpid())
+    elsewhere = _running(owner, 1)
+    # That host's pids are not this host's to look up: only the window applies there; nor are
+    # those of another pid namespace under this host's name (a container on host networking).
+    _beat_from(elsewhere, "another-host", _dead_pid())
+    other_namespace = _running(owner, 1)
+    _beat_from(other_namespace, here, _dead_pid(), namespace="pid:[1]")
+    assert interrupt_orphaned_runs() == [gone.pk]
+    gone.refresh_from_db()
+    dead = WorkerHeartbeat.objects.get(current_run_id=gone.pk)
+    assert gone.status == "interrupted"
+    assert gone.error == (
+        f"worker groupwise-8311@{here} (pid {dead.pid}) is gone: resume to continue from the "
+        "last checkpoint"
+    )
+    for run in (alive_here, elsewhere, other_namespace):
+        run.refresh_from_db()
+        assert run.status == "running"
+
+
+@pytest.mark.django_db
+def test_a_run_claimed_again_after_its_worker_died_waits_for_the_new_worker(owner: Any) -> None:
+    # The dead process last beat before the run's current claim (a resume another worker took
+    # and has not beaten for yet): the new claim gets the usual window.
+    run = _running(owner, 1)
+    _beat_from(run, socket.gethostname(), _dead_pid(), after_claim=-5)
+    assert interrupt_orphaned_runs() == []
+    run.refresh_from_db()
+    assert run.status == "running"
+
+
+@pytest.mark.django_db
+def test_the_error_names_the_worker_the_run_recorded(owner: Any) -> None:
+    run = _running(owner, 120)
+    Run.objects.filter(pk=run.pk).update(worker="groupwise-8311@gpu-host-1")
+    assert interrupt_orphaned_runs() == [run.pk]
+    run.refresh_from_db()
+    assert run.error.startswith("worker groupwise-8311@gpu-host-1 stopped sending heartbeats")
+
+
 @pytest.mark.django_db
 def test_auto_resume_queues_the_run_again(
     owner: Any, settings: Any, django_capture_on_commit_callbacks: Any
@@ -83,13 +156,15 @@ def test_kill_9_mid_run_then_a_new_worker_and_resume(
 ) -> None:
     monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
     monkeypatch.delenv("CELERY_RESULT_BACKEND", raising=False)
-    settings.WORKER_LIVE_SECONDS = 3
+    # A live window no test waits out: the second worker, on this host, sees that the first
+    # one's process is gone and does not wait for its heartbeat to age.
+    settings.WORKER_LIVE_SECONDS = 3600
     b = broker("embedded", tmp_path)
     app = client_app(b)
     env = {
         "MEDIA_ROOT": str(tmp_path / "media"),
         "GROUPWISE_RUNS_DIR": str(tmp_path / "runs"),
-        "WORKER_LIVE_SECONDS": "3",
+        "WORKER_LIVE_SECONDS": "3600",
     }
     recipe = apply_overrides(
         PRESETS["tiny-color"].recipe,
@@ -108,6 +183,7 @@ def test_kill_9_mid_run_then_a_new_worker_and_resume(
             what="a first checkpoint",
             context=first.log,
         )
+        assert Run.objects.get(pk=run.pk).worker == first.name
         first.stop(signal.SIGKILL)
     before = Event.objects.filter(run=run).count()
     last_checkpoint = Event.objects.filter(run=run, type="checkpoint_saved").latest("seq").step
@@ -119,6 +195,9 @@ def test_kill_9_mid_run_then_a_new_worker_and_resume(
             300,
             what="the new worker to notice",
             context=second.log,
+        )
+        assert Run.objects.get(pk=run.pk).error.startswith(
+            f"worker {first.name} (pid {first.process.pid}) is gone"
         )
         Run.objects.filter(pk=run.pk).update(status=Run.Status.QUEUED)
         result = app.send_task("runs.train_run", args=[run.pk], queue="gpu")

@@ -211,6 +211,133 @@ def serving_process(client_port: int, server_port: int, pids: list[int]) -> int:
     raise AssertionError(f"no server process holds the connection from port {client_port}")
 
 
+def child_pid(serve_pid: int, module: str) -> int | None:
+    """The pid of serve's child running ``python -m module``, if one runs."""
+    found = [pid for pid in _children(serve_pid) if f" -m {module} " in _cmdline(pid)]
+    return found[0] if found else None
+
+
+def answers(dashboard: Any) -> bool:
+    """Whether the dashboard answers /healthz (a server that is down or starting refuses)."""
+    try:
+        return bool(dashboard.health())
+    except OSError:
+        return False
+
+
+def api_run(browser: urllib.request.OpenerDirector, dashboard: Any, run_id: int) -> dict:
+    with browser.open(f"{dashboard.base}/api/runs/{run_id}/", timeout=60) as response:
+        return json.load(response)
+
+
+ORPHAN_OF = """
+from django.contrib.auth.models import User
+from tests.webapp.personas import make_run
+from webapp.core.models import WorkerHeartbeat
+from webapp.runs.models import Run
+run = make_run(User.objects.get(username="admin"), status=Run.Status.RUNNING)
+# Claimed while the worker lived, as a real claim is.
+dead = WorkerHeartbeat.objects.filter(pid={pid})
+Run.objects.filter(pk=run.pk).update(started_at=dead.get().started_at, worker="{name}")
+dead.update(current_run_id=run.pk)
+print(run.pk)
+"""
+
+
+def test_a_dead_worker_or_server_is_started_again_up_to_the_limit(tmp_path: Path) -> None:
+    """kill -9 of the server, then of the worker: each is started again and the web answers; the
+    dead worker's run is marked through reads of its API alone (no /healthz after the kill) and
+    at once (the live window is an hour: only its pid being gone can tell). A second death of
+    the worker is past --max-restarts=1: serve stops the server and exits non-zero."""
+    env = {"WORKER_LIVE_SECONDS": "3600"}
+    with run_dashboard(tmp_path, "--max-restarts", "1", env=env) as dashboard:
+        serve = dashboard.process.pid
+        browser, _cookies = log_in(dashboard)
+
+        server = child_pid(serve, "uvicorn")
+        assert server is not None
+        os.kill(server, signal.SIGKILL)
+        dashboard.wait_for(
+            lambda: child_pid(serve, "uvicorn") not in (None, server), "a new server process"
+        )
+        dashboard.wait_for(lambda: answers(dashboard), "the new server to answer")
+        assert f"The server (pid {server}) exited unexpectedly (code -9); starting it again in " \
+            "1 s (restart 1 of 1 in a row)." in dashboard.log()  # fmt: skip
+
+        worker = child_pid(serve, "celery")
+        assert worker is not None
+        os.kill(worker, signal.SIGKILL)
+        # The dead worker was training this run (its heartbeat says so from now on).
+        name = f"groupwise-{dashboard.port}@{socket.gethostname()}"
+        run_id = int(manage_shell(tmp_path, ORPHAN_OF.format(name=name, pid=worker)))
+        run = dashboard.wait_for(
+            lambda: (
+                (found := api_run(browser, dashboard, run_id))["status"] == "interrupted" and found
+            ),
+            "the dead worker's run to read as interrupted",
+        )
+        assert run["error"].startswith(f"worker {name} (pid {worker}) is gone: resume")
+        restarted = dashboard.wait_for(
+            lambda: child_pid(serve, "celery") not in (None, worker) and child_pid(serve, "celery"),
+            "a new worker process",
+        )
+        database = tmp_path / "var" / "groupwise.sqlite3"
+
+        def beating() -> bool:
+            with sqlite3.connect(database, timeout=30) as db:
+                query = "SELECT 1 FROM core_workerheartbeat WHERE pid = ? AND stopped_at IS NULL"
+                return db.execute(query, (restarted,)).fetchone() is not None
+
+        dashboard.wait_for(beating, "the new worker's heartbeat")
+        assert answers(dashboard)
+        assert f"The worker (pid {worker}) exited unexpectedly (code -9); starting it again " \
+            "in 1 s (restart 1 of 1 in a row)." in dashboard.log()  # fmt: skip
+        assert f"The worker is running again (pid {restarted})." in dashboard.log()
+
+        os.kill(restarted, signal.SIGKILL)
+        assert dashboard.process.wait(timeout=120) != 0
+        assert f"The worker (pid {restarted}) exited unexpectedly (code -9) 2 time(s) in a row, " \
+            "--max-restarts=1: giving up and stopping the rest." in dashboard.log()  # fmt: skip
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", dashboard.port), timeout=2).close()
+
+
+def test_a_web_only_host_marks_dead_workers_runs_without_being_asked(tmp_path: Path) -> None:
+    """No worker on this host and no /healthz request: the web process's own timer marks the run
+    of a worker elsewhere that stopped beating, within the live window plus one period."""
+    env = {"WORKER_LIVE_SECONDS": "2", "GROUPWISE_LIVENESS_CHECK_SECONDS": "0.5"}
+    with run_dashboard(tmp_path, "--no-worker", env=env) as dashboard:
+        browser, _cookies = log_in(dashboard)
+        run_id = int(manage_shell(tmp_path, ORPHAN_ELSEWHERE))
+        run = dashboard.wait_for(
+            lambda: (
+                (found := api_run(browser, dashboard, run_id))["status"] == "interrupted" and found
+            ),
+            "the run to read as interrupted",
+        )
+        assert run["error"].startswith(
+            "worker groupwise-8311@gpu-host-9 stopped sending heartbeats"
+        )
+
+
+ORPHAN_ELSEWHERE = """
+from django.contrib.auth.models import User
+from django.utils import timezone
+from tests.webapp.personas import make_run
+from webapp.core.models import WorkerHeartbeat
+from webapp.runs.models import Run
+run = make_run(User.objects.get(username="admin"), status=Run.Status.RUNNING)
+now = timezone.now()
+name = "groupwise-8311@gpu-host-9"
+Run.objects.filter(pk=run.pk).update(started_at=now, worker=name)
+WorkerHeartbeat.objects.create(
+    name=name, host="gpu-host-9", pid=4242, queues=["gpu"], current_run_id=run.pk,
+    started_at=now, last_seen=now,
+)
+print(run.pk)
+"""
+
+
 def test_serve_refuses_a_busy_port_with_advice(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

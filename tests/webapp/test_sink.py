@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from engine.events import (
     CheckpointSaved,
+    RolloutFinished,
     RunEnded,
     RunStarted,
 )
@@ -86,7 +88,7 @@ def test_resume_supersedes_what_the_checkpoint_does_not_cover(
 
     second = RunSink(run)
     second(RunStarted(recipe=run.recipe, layout={}, start_step=1))
-    second(rollout(1, 1))
+    second(_repainted(rollout(1, 1), 200))
     second.close()
 
     events = list(Event.objects.filter(run=run).order_by("seq"))
@@ -100,6 +102,22 @@ def test_resume_supersedes_what_the_checkpoint_does_not_cover(
     assert samples.filter(superseded=False, step=1).count() == 4
     assert samples.filter(superseded=False, step=0).count() == 4
     assert samples.count() == 12, "nothing recorded is deleted"
+    # The resumed step repeats the rollout's index, step and seeds, not its files: each
+    # superseded sample still shows its own image (grey 40(2g + i)), the new ones grey 200.
+    for sample in samples.filter(step=1):
+        pixels = np.asarray(Image.open(tmp_path / sample.image))
+        grey = 40 * (2 * sample.group_index + sample.index_in_group)
+        assert (pixels == (grey if sample.superseded else 200)).all(), sample.image
+    assert len({s.image for s in samples}) == 12
+
+
+def _repainted(event: RolloutFinished, grey: int) -> RolloutFinished:
+    """``event`` with every image a plain ``grey``."""
+    groups = tuple(
+        replace(g, samples=tuple(replace(s, image=np.full_like(s.image, grey)) for s in g.samples))
+        for g in event.groups
+    )
+    return replace(event, groups=groups)
 
 
 def test_a_storage_failure_reaches_the_loop(owner: Any, settings: Any, tmp_path: Path) -> None:
@@ -153,7 +171,9 @@ def test_disk_full_fails_the_event_whole_and_keeps_the_record(
     assert len(calls) == 5
     # Nothing of the failed rollout: no rows, and none of its 5 files (the partial one included).
     assert not any(path.exists() for path in calls)
-    assert not list((tmp_path / "media" / f"runs/{run.pk}/rollout-00001-step-000001").iterdir())
+    # Its folder is named by its index, step and seq (4: after the first sink's three events).
+    folder = tmp_path / "media" / f"runs/{run.pk}/rollout-00001-step-000001-000004"
+    assert not list(folder.iterdir())
     rows = SampleRow.objects.filter(run=run)
     assert rows.count() == 4 and set(rows.values_list("step", flat=True)) == {0}
     for row in rows:

@@ -20,6 +20,7 @@ from typing import Any
 from celery import signals
 from django.conf import settings
 from django.db import close_old_connections
+from django.db.models import QuerySet
 from django.dispatch import Signal
 from django.utils import timezone
 
@@ -46,6 +47,7 @@ class HeartbeatThread(threading.Thread):
         self.queues = queues
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.pid_namespace = pid_namespace()
         self.current_run_id: int | None = None
         self._stopped = threading.Event()
 
@@ -63,6 +65,7 @@ class HeartbeatThread(threading.Thread):
                 "stopped_at": None,
             },
             create_defaults={
+                "pid_namespace": self.pid_namespace,
                 "queues": self.queues,
                 "current_run_id": self.current_run_id,
                 "last_seen": now,
@@ -94,6 +97,47 @@ class HeartbeatThread(threading.Thread):
 
 
 _thread: HeartbeatThread | None = None
+
+
+def this_worker() -> str:
+    """This worker as a run records it: its Celery node name (``groupwise-8311@host``) once it
+    beats, else the host name (a task executed outside a worker)."""
+    return _thread.worker_name if _thread is not None else socket.gethostname()
+
+
+def pid_namespace() -> str:
+    """This process's pid namespace, e.g. ``pid:[4026531836]``; empty where there is none to
+    read (not Linux)."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def gone_processes(rows: QuerySet[WorkerHeartbeat]) -> list[WorkerHeartbeat]:
+    """Those of ``rows`` whose process is known to be gone: on this host and in this process's
+    pid namespace, and no process has their pid. Their heartbeat may still look fresh; they will
+    never beat again.
+
+    Both are needed: containers that share the host's name (host networking) each have their
+    own pids. A pid another process took since only leaves the row to age out as usual.
+    """
+    namespace = pid_namespace()
+    if not namespace:
+        return []
+    here = rows.filter(host=socket.gethostname(), pid_namespace=namespace)
+    return [row for row in here if not _process_exists(row.pid)]
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # Another user's process holds the pid: it exists.
+        return True
+    return True
 
 
 def set_current_run(run_id: int | None) -> None:

@@ -27,6 +27,12 @@ class WorkerHeartbeat(models.Model):
     name = models.CharField(max_length=255, help_text="Celery node name, e.g. gpu@host.")
     host = models.CharField(max_length=255)
     pid = models.PositiveIntegerField()
+    pid_namespace = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="The process's pid namespace (Linux), e.g. pid:[4026531836]: only a process in "
+        "the same one may judge by the pid whether it still runs.",
+    )
     queues = models.JSONField(default=list, help_text="Queues the worker consumes.")
     current_run_id = models.BigIntegerField(
         null=True, blank=True, help_text="The run the worker is executing, if any."

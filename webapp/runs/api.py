@@ -120,6 +120,11 @@ def _int_param(request: Request, name: str) -> int | None:
     return value
 
 
+def _include_superseded(request: Request) -> bool:
+    """Whether ``?superseded=`` asks for the records a resume superseded too."""
+    return request.query_params.get("superseded") in ("1", "true", "yes")
+
+
 class CsvErrorRenderer(BaseRenderer):
     """Lets a client ask for CSV (``?format=csv``, ``Accept: text/csv``). The CSV itself is
     streamed by the view; only an error's detail is rendered here, as one line."""
@@ -291,7 +296,7 @@ class RunViewSet(
         """Up to 500 events after ``after``, in order; ask again with the last seq for more."""
         run = self.get_object()
         events = run.events.filter(seq__gt=_int_param(request, "after") or 0)
-        if request.query_params.get("superseded") not in ("1", "true", "yes"):
+        if not _include_superseded(request):
             events = events.filter(superseded=False)
         if request.query_params.get("type"):
             events = events.filter(type=request.query_params["type"][:40])
@@ -308,13 +313,18 @@ class RunViewSet(
             OpenApiParameter("step", int, description="Samples of the rollout before this step."),
             OpenApiParameter("group", int, description="Only this prompt group."),
             OpenApiParameter("prompt", str, description="Prompts containing this text."),
+            OpenApiParameter(
+                "superseded", bool, description="Include samples a resume superseded (default no)."
+            ),
         ],
         responses={200: SampleSerializer(many=True), 400: INVALID, 404: NOT_FOUND},
     )
     @action(detail=True, methods=["get"], url_path="samples", url_name="samples")
     def samples(self, request: Request, pk: str | None = None) -> Response:
         run = self.get_object()
-        samples = run.samples.filter(superseded=False)
+        samples = run.samples.all()
+        if not _include_superseded(request):
+            samples = samples.filter(superseded=False)
         step, group = _int_param(request, "step"), _int_param(request, "group")
         if step is not None:
             samples = samples.filter(step=step)
@@ -324,7 +334,9 @@ class RunViewSet(
             samples = samples.filter(prompt__icontains=request.query_params["prompt"])
         paginator = Pages()
         page = paginator.paginate_queryset(
-            samples.order_by("step", "group_index", "index_in_group"), request
+            # A superseded sample comes before the one that replaced it (stored earlier).
+            samples.order_by("step", "group_index", "index_in_group", "pk"),
+            request,
         )
         return paginator.get_paginated_response(SampleSerializer(page, many=True).data)
 

@@ -10,7 +10,6 @@ offered again later, and at once when one of the owner's runs ends.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from webapp.core import heartbeat
 from webapp.runs.models import Run
 from webapp.runs.reproducibility import reproducibility_record
 
@@ -48,7 +48,7 @@ def claim_run(run_id: int) -> Claim:
         claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
             status=Run.Status.RUNNING,
             started_at=timezone.now(),
-            worker=socket.gethostname(),
+            worker=heartbeat.this_worker(),
             attempts=F("attempts") + 1,
             reproducibility=record,
         )

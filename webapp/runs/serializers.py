@@ -155,7 +155,8 @@ class QueueEntrySerializer(serializers.Serializer):
             "id": run.pk if entry.visible else None,
             "name": run.name if entry.visible else None,
             "status": run.status,
-            "host": run.worker,
+            # The run records its worker's node name, name@host.
+            "host": run.worker.rpartition("@")[2],
             "device": (run.reproducibility or {}).get("device"),
             "waiting_for": entry.waiting_for,
         }
@@ -185,6 +186,7 @@ class SampleSerializer(serializers.ModelSerializer):
             "reward",
             "components",
             "advantage",
+            "superseded",
             "image_url",
             "thumbnail_url",
         ]

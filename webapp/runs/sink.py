@@ -155,9 +155,9 @@ def _store_rows(
         if isinstance(event, RunStarted):
             _supersede_after(run_id, event.start_step)
         if isinstance(event, RolloutFinished):
-            _store_rollout(run_id, event, payload, written)
+            _store_rollout(run_id, seq, event, payload, written)
         elif isinstance(event, EvaluationFinished):
-            _store_evaluation(run_id, event, payload, written)
+            _store_evaluation(run_id, seq, event, payload, written)
         elif isinstance(event, TrainStepFinished):
             models.Run.objects.filter(pk=run_id).update(step=event.step)
         elif isinstance(event, Health):
@@ -205,10 +205,12 @@ def _supersede_after(run_id: int, start_step: int) -> None:
 
 
 def _store_rollout(
-    run_id: int, event: RolloutFinished, payload: dict[str, Any], written: list[Path]
+    run_id: int, seq: int, event: RolloutFinished, payload: dict[str, Any], written: list[Path]
 ) -> None:
     rows = []
-    folder = f"runs/{run_id}/rollout-{event.rollout_index:05d}-step-{event.step:06d}"
+    # The event's seq in the name: a resumed step repeats the rollout's index, step and seeds,
+    # and must not overwrite the images its superseded records still point to.
+    folder = f"runs/{run_id}/rollout-{event.rollout_index:05d}-step-{event.step:06d}-{seq:06d}"
     for group, group_data in zip(event.groups, payload["groups"], strict=True):
         for sample, sample_data in zip(group.samples, group_data["samples"], strict=True):
             stem = f"{folder}/g{group.group_index:03d}-s{sample.sample_index:03d}-{sample.seed}"
@@ -261,9 +263,10 @@ def chart_row(record: models.Event) -> models.ChartPoint | None:
 
 
 def _store_evaluation(
-    run_id: int, event: EvaluationFinished, payload: dict[str, Any], written: list[Path]
+    run_id: int, seq: int, event: EvaluationFinished, payload: dict[str, Any], written: list[Path]
 ) -> None:
-    folder = f"runs/{run_id}/eval-step-{event.step:06d}"
+    # The seq keeps a resumed step's evaluation from overwriting a superseded one's images.
+    folder = f"runs/{run_id}/eval-step-{event.step:06d}-{seq:06d}"
     for index, (sample, data) in enumerate(zip(event.samples, payload["samples"], strict=True)):
         image, thumbnail = _write_image(
             sample.image, f"{folder}/{index:03d}-{sample.seed}", written

@@ -120,6 +120,17 @@ def test_a_corrupt_checkpoint_is_a_clear_failure(tmp_path: Path) -> None:
     assert "corrupt: model.safetensors" in (ended.error or "")
 
 
+def test_eval_every_0_never_evaluates_not_even_at_the_end(tmp_path: Path) -> None:
+    seen = Recorder()
+    ended = run(recipe(max_steps=2, eval_every=0), seen, out_dir=tmp_path)
+    assert ended.status == "finished", ended.error
+    assert seen.of(events.EvaluationFinished) == []
+    # The same run evaluating every 4 steps still evaluates once, at its last step.
+    seen = Recorder()
+    run(recipe(max_steps=2, eval_every=4), seen, out_dir=tmp_path / "b")
+    assert [e.step for e in seen.of(events.EvaluationFinished)] == [2]
+
+
 def test_text_encoders_leave_between_encoding_and_training(tmp_path: Path, monkeypatch) -> None:
     order: list[str] = []
     encode, offload = FlowModel.encode_prompts, FlowModel.offload_text_encoders
@@ -139,12 +150,12 @@ def test_text_encoders_leave_between_encoding_and_training(tmp_path: Path, monke
     ended = run(recipe(**changes, offload_text_encoders="cpu"), Recorder(), out_dir=tmp_path / "a")
     assert ended.status == "finished"
     # Per rollout: 2 requests encode their prompt, the trainer encodes each prompt once more,
-    # then the encoders leave, then the update; the final evaluation's 4 prompts bring them back.
-    assert order == (["encode"] * 4 + ["offload", "train"]) * 2 + ["encode"] * 4
+    # then the encoders leave, then the update (eval_every 0: no evaluation brings them back).
+    assert order == (["encode"] * 4 + ["offload", "train"]) * 2
     order.clear()
     # The tiny model's default ("none"): they stay.
     assert run(recipe(**changes), Recorder(), out_dir=tmp_path / "b").status == "finished"
-    assert order == (["encode"] * 4 + ["train"]) * 2 + ["encode"] * 4
+    assert order == (["encode"] * 4 + ["train"]) * 2
 
 
 def test_a_bfloat16_run_checkpoints_float32_master_weights(tmp_path: Path) -> None:

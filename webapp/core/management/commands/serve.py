@@ -10,16 +10,22 @@ to start on an unprepared one, naming the step, so hosts starting together never
 Ctrl-C asks both to stop: the server closes its connections and the worker finishes a warm
 shutdown, during which a running training task sees the stop request between steps, saves its
 state and marks its run interrupted (resumable). A second Ctrl-C stops both at once.
+
+A child that dies on its own (killed, crashed) is started again after a pause that grows with each
+death in a row, and the other keeps running; after ``--max-restarts`` deaths in a row ``serve``
+gives up, stops the rest and exits non-zero, so a process manager or a person sees the fault.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +42,12 @@ SERVER_START_SECONDS = 60
 #: The worker runs at a lower CPU priority than the web server: on a host they share, a training
 #: step's busy cores never hold up the dashboard's answers (the worker still gets every idle cycle).
 WORKER_NICENESS = 10
+#: Pauses before each restart of a child that died, by its deaths in a row (the last repeats):
+#: a crash that repeats at once does not spin the host, a single kill is repaired in a second.
+RESTART_PAUSES_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+#: A child that ran this long before dying was healthy: its deaths in a row start again at zero.
+HEALTHY_SECONDS = 120.0
+MAX_RESTARTS = 5
 
 
 class Command(BaseCommand):
@@ -56,6 +68,13 @@ class Command(BaseCommand):
             f"{cores.MAX_WEB_WORKERS} (here {settings.GROUPWISE_WEB_WORKERS}).",
         )
         parser.add_argument(
+            "--max-restarts",
+            type=int,
+            default=MAX_RESTARTS,
+            help="Times in a row the server or the worker is started again after dying on its "
+            "own before serve gives up and exits (0: never restart).",
+        )
+        parser.add_argument(
             "--migrate",
             action="store_true",
             help="Migrate the database and collect static files first: the release step, on one "
@@ -69,6 +88,9 @@ class Command(BaseCommand):
             web_workers = settings.GROUPWISE_WEB_WORKERS
         elif web_workers < 1:
             raise CommandError(f"--web-workers={web_workers}: use 1 or more")
+        max_restarts = options["max_restarts"]
+        if max_restarts < 0:
+            raise CommandError(f"--max-restarts={max_restarts}: use 0 or more")
         _require_free_port(host, port)
         if options["migrate"] or connection.vendor == "sqlite":
             call_command("migrate", interactive=False, verbosity=0)
@@ -77,8 +99,9 @@ class Command(BaseCommand):
             require_prepared()
         call_command("ensure_admin", stdout=self.stdout)
 
-        children: dict[str, subprocess.Popen[bytes]] = {
-            "server": _spawn(
+        children = {
+            "server": Child(
+                "server",
                 [
                     sys.executable,
                     "-m",
@@ -97,11 +120,12 @@ class Command(BaseCommand):
                     "warning",
                     # One process serves in place; more run under uvicorn's supervisor.
                     *(["--workers", str(web_workers)] if web_workers > 1 else []),
-                ]
+                ],
             )
         }
         if not options["no_worker"]:
-            children["worker"] = _spawn(
+            children["worker"] = Child(
+                "worker",
                 worker_command("gpu,default", hostname=f"groupwise-{port}@%h"),
                 niceness=WORKER_NICENESS,
             )
@@ -115,23 +139,28 @@ class Command(BaseCommand):
                     "\nStopping (a running step finishes first; Ctrl-C again to force)…"
                 )
                 for child in children.values():
-                    _signal(child, signal.SIGTERM)
+                    _signal(child.process, signal.SIGTERM)
             else:
                 for child in children.values():
-                    _signal(child, signal.SIGKILL)
+                    _signal(child.process, signal.SIGKILL)
 
         signal.signal(signal.SIGINT, request_stop)
         signal.signal(signal.SIGTERM, request_stop)
 
-        _wait_listening(host, port, children["server"])
+        _wait_listening(host, port, children["server"].process)
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/"
         self.stdout.write(self.style.SUCCESS(f"Groupwise is running at {url}  (Ctrl-C to stop)"))
         self.stdout.flush()
 
-        exit_code = _supervise(children, stopping, self.stdout.write)
+        exit_code = _supervise(children, stopping, max_restarts, self.say)
         if exit_code:
             raise CommandError(f"stopped with exit code {exit_code}", returncode=exit_code)
         self.stdout.write("Stopped.")
+
+    def say(self, line: str) -> None:
+        """One line of the supervisor's log, written at once (a restart is news while it lasts)."""
+        self.stdout.write(line)
+        self.stdout.flush()
 
 
 def require_prepared() -> None:
@@ -208,27 +237,84 @@ def _wait_listening(host: str, port: int, server: subprocess.Popen[bytes]) -> No
     )
 
 
-def _supervise(
-    children: dict[str, subprocess.Popen[bytes]], stopping: dict[str, int], say: Any
-) -> int:
-    """Wait until every child has exited; if one dies on its own, stop the others.
+@dataclass
+class Child:
+    """One supervised child: how to start it, and its current process (started at creation)."""
 
-    Returns 0 after a requested stop in which every child exited cleanly, else the first
-    non-zero exit code.
+    name: str
+    command: list[str]
+    niceness: int = 0
+
+    def __post_init__(self) -> None:
+        self.deaths_in_a_row = 0
+        #: When a dead child is due to start again; None while it runs (or was stopped).
+        self.restart_at: float | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = _spawn(self.command, self.niceness)
+        self.started = time.monotonic()
+        self.restart_at = None
+
+
+def _supervise(
+    children: dict[str, Child], stopping: dict[str, int], max_restarts: int, say: Any
+) -> int:
+    """Keep the children running until a stop is requested and every child has exited.
+
+    A child that dies on its own is started again (pauses in ``RESTART_PAUSES_SECONDS``) until it
+    has died ``max_restarts + 1`` times in a row; then the others are stopped. Returns 0 after a
+    requested stop in which every running child exited cleanly, else the first non-zero exit code.
     """
     exit_code = 0
-    while any(child.poll() is None for child in children.values()):
-        for name, child in children.items():
-            code = child.poll()
-            if code is not None and not stopping["requests"]:
-                say(f"The {name} exited unexpectedly (code {code}); stopping the rest.")
-                exit_code = exit_code or code or 1
+    while not stopping["requests"] or any(c.process.poll() is None for c in children.values()):
+        for child in children.values():
+            code = child.process.poll()
+            if code is None or stopping["requests"]:
+                continue
+            now = time.monotonic()
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.start()
+                    say(f"The {child.name} is running again (pid {child.process.pid}).")
+                continue
+            # What the dead child left in its session (uvicorn's server processes, a run's rank
+            # processes) must go too, or a new server could not listen on the port.
+            _kill_session(child.process)
+            if now - child.started >= HEALTHY_SECONDS:
+                child.deaths_in_a_row = 0
+            child.deaths_in_a_row += 1
+            if child.deaths_in_a_row > max_restarts:
+                say(
+                    f"The {child.name} (pid {child.process.pid}) exited unexpectedly (code {code}) "
+                    f"{child.deaths_in_a_row} time(s) in a row, --max-restarts={max_restarts}: "
+                    "giving up and stopping the rest."
+                )
+                exit_code = exit_code or abs(code) or 1
                 stopping["requests"] = 1
                 for other in children.values():
-                    _signal(other, signal.SIGTERM)
+                    _signal(other.process, signal.SIGTERM)
+                break
+            pause = RESTART_PAUSES_SECONDS[
+                min(child.deaths_in_a_row, len(RESTART_PAUSES_SECONDS)) - 1
+            ]
+            child.restart_at = now + pause
+            say(
+                f"The {child.name} (pid {child.process.pid}) exited unexpectedly (code {code}); "
+                f"starting it again in {pause:g} s (restart {child.deaths_in_a_row} of "
+                f"{max_restarts} in a row)."
+            )
         time.sleep(0.2)
     if stopping["requests"] == 1:
         for child in children.values():
-            if child.returncode not in (0, -signal.SIGTERM):
-                exit_code = exit_code or abs(child.returncode) or 1
+            # A child that was waiting to start again had already died, and was reported.
+            if child.restart_at is None and child.process.returncode not in (0, -signal.SIGTERM):
+                exit_code = exit_code or abs(child.process.returncode) or 1
     return exit_code
+
+
+def _kill_session(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL what is left of a dead child's session (its process group, as ``_spawn`` made it
+    the group's leader)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
