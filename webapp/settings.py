@@ -65,6 +65,9 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
 SECURE_PROXY_SSL_HEADER = (
     ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("GROUPWISE_BEHIND_HTTPS_PROXY", False) else None
 )
+# The client's address (shown as a token's last use) is the connection's peer, unless a reverse
+# proxy is said to append it to X-Forwarded-For (webapp/core/client_address.py).
+GROUPWISE_TRUST_X_FORWARDED_FOR = env_bool("GROUPWISE_TRUST_X_FORWARDED_FOR", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -160,6 +163,9 @@ GROUPWISE_ACCEL_REDIRECT = env_url_prefix("GROUPWISE_ACCEL_REDIRECT", "")
 # Prompt uploads larger than this are refused. The reverse proxy should cap request bodies too
 # (docs/deploy.md): Django's ASGI handler reads a body whole before any view can look at it.
 GROUPWISE_MAX_UPLOAD_BYTES = env_int("GROUPWISE_MAX_UPLOAD_BYTES", 5 * 1024 * 1024, minimum=1)
+# API request bodies (JSON, forms) larger than this are refused with a JSON 413 that names it;
+# Django's default, 2.5 MiB, holds any recipe. File uploads (the form's prompt file) do not count.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440, minimum=1024)
 # How this host's cores are shared: the server processes `serve` starts (its --web-workers
 # overrides) and the torch threads a worker trains with; the defaults' rules are in webapp/cores.py.
 GROUPWISE_WEB_WORKERS = env_int(
@@ -293,6 +299,8 @@ except EgressConfigError as _error:
     raise ImproperlyConfigured(str(_error)) from None
 # Runs one user may create (new, API, clone) per period: N/second|minute|hour|day, or off.
 GROUPWISE_RUN_CREATE_LIMIT = env_rate("GROUPWISE_RUN_CREATE_LIMIT", "60/hour")
+# Sweeps one user may launch (run page, API) per period; each holds a GPU worker for its sizes.
+GROUPWISE_SWEEP_CREATE_LIMIT = env_rate("GROUPWISE_SWEEP_CREATE_LIMIT", "20/hour")
 # Recipe checks (validate and layout share it) one user may ask for per period; the New run
 # form asks at most 4 times a second while someone types.
 GROUPWISE_RECIPE_CHECK_LIMIT = env_rate("GROUPWISE_RECIPE_CHECK_LIMIT", "240/minute")
@@ -329,6 +337,8 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Bodies past Django's upload limits answer JSON, not Django's HTML 400 page.
+    "EXCEPTION_HANDLER": "webapp.core.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Groupwise API",
@@ -353,5 +363,9 @@ LOGGING = {
 }
 
 SESSION_COOKIE_HTTPONLY = True
+# Stated although they are Django's defaults, so that a change of default cannot drop them:
+# SecurityMiddleware sends X-Content-Type-Options: nosniff (no guessing a media file's type) and
+# Referrer-Policy (other sites see no run URL in Referer); the clickjacking middleware DENY.
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"

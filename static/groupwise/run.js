@@ -387,8 +387,10 @@
       render();
     };
     socket.onclose = (event) => {
+      // The server accepts, then closes with these codes (not a failed handshake): stop.
       if (event.code === 4401 || event.code === 4404) {
-        $("live-state").textContent = "not allowed: log in again";
+        $("live-state").textContent =
+          event.code === 4401 ? "not allowed: log in again" : "no such run among yours";
         return;
       }
       $("live-state").textContent = "reconnecting…";

@@ -18,11 +18,44 @@ def _communicator(user: User | AnonymousUser) -> WebsocketCommunicator:
 
 
 async def test_anonymous_socket_is_closed_before_any_data() -> None:
+    # Accepted, then closed with the code (a browser sees 4401, not a failed handshake); a
+    # refresh sent before the close arrived is never answered.
     communicator = _communicator(AnonymousUser())
-    connected, code = await communicator.connect()
-    assert not connected
-    assert code == CLOSE_UNAUTHENTICATED
+    assert await communicator.connect() == (True, None)
+    await communicator.send_json_to({"type": "refresh"})
+    assert await communicator.receive_output(timeout=10) == {
+        "type": "websocket.close",
+        "code": CLOSE_UNAUTHENTICATED,
+    }
     assert await communicator.receive_nothing()
+
+
+async def test_the_socket_names_a_workers_run_only_to_its_owner(
+    django_user_model: type[User],
+) -> None:
+    from channels.db import database_sync_to_async
+    from django.utils import timezone
+
+    from tests.webapp.personas import make_run
+    from webapp.core.models import WorkerHeartbeat
+
+    owner = await django_user_model.objects.acreate(username="owner")
+    other = await django_user_model.objects.acreate(username="other")
+    run = await database_sync_to_async(make_run)(owner, status="running")
+    now = timezone.now()
+    await WorkerHeartbeat.objects.acreate(
+        name="gpu@h", host="h", pid=1, queues=["gpu"], current_run_id=run.pk,
+        started_at=now, last_seen=now,
+    )  # fmt: skip
+    seen = {}
+    for user in (owner, other):
+        communicator = _communicator(user)
+        assert (await communicator.connect())[0]
+        report = (await communicator.receive_json_from(timeout=10))["report"]
+        [worker] = report["checks"]["workers"]["details"]["workers"]
+        seen[user.username] = (worker["training"], worker["current_run_id"])
+        await communicator.disconnect()
+    assert seen == {"owner": (True, run.pk), "other": (True, None)}
 
 
 async def test_logged_in_socket_receives_status_and_refreshes(

@@ -128,3 +128,37 @@ def test_static_files_are_served_with_debug_off(client: Client, settings) -> Non
     assert settings.DEBUG is False
     response = client.get("/static/groupwise/app.css")
     assert response.status_code == 200
+
+
+def test_status_json_names_a_workers_run_only_to_those_who_may_see_it(
+    client: Client, owner: User, django_user_model: type[User]
+) -> None:
+    from tests.webapp.personas import client_for, make_run
+
+    other = django_user_model.objects.create_user("other", password="pw-other-123")
+    staff = django_user_model.objects.create_user("staff", password="pw-staff-123", is_staff=True)
+    run = make_run(owner, status="running")
+    busy = _beat("gpu@busy", 1)
+    busy.current_run_id = run.pk
+    busy.save()
+    _beat("gpu@idle", 1)
+
+    def workers(user: User) -> dict[str, tuple[bool, int | None]]:
+        report = client_for(user).get("/status.json").json()
+        rows = report["checks"]["workers"]["details"]["workers"]
+        return {w["name"]: (w["training"], w["current_run_id"]) for w in rows}
+
+    idle = (False, None)
+    assert workers(owner) == {"gpu@busy": (True, run.pk), "gpu@idle": idle}
+    assert workers(staff) == {"gpu@busy": (True, run.pk), "gpu@idle": idle}
+    # The queue shows another user's run without its id; the status panel too.
+    assert workers(other) == {"gpu@busy": (True, None), "gpu@idle": idle}
+    assert str(run.pk) not in client_for(other).get("/").content.decode().split("gpu@busy")[-1][:80]
+
+
+def test_pages_send_nosniff_and_a_same_origin_referrer_policy(owner_client: Client) -> None:
+    for path in ("/", "/runs/", "/api/runs/", "/login/"):
+        response = owner_client.get(path)
+        assert response["X-Content-Type-Options"] == "nosniff", path
+        assert response["Referrer-Policy"] == "same-origin", path
+        assert response["X-Frame-Options"] == "DENY", path

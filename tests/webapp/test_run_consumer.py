@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from engine.events import LogLine
 from tests.webapp.personas import make_run
+from tests.webapp.sockets import outcome
 from webapp.routing import websocket_urlpatterns
 from webapp.runs.consumers import CLOSE_NOT_FOUND, CLOSE_UNAUTHENTICATED, FOLLOWER
 from webapp.runs.models import Event, Run
@@ -52,12 +53,16 @@ def run_with_events(owner: Any, count: int) -> Run:
 
 async def test_strangers_are_refused(owner: Any, other: Any) -> None:
     run = await run_with_events(owner, 1)
-    anonymous = socket(run.pk, AnonymousUser())
-    assert await anonymous.connect() == (False, CLOSE_UNAUTHENTICATED)
+    # Accepted, then closed with the code: a page sees the code and stops reconnecting. The
+    # subscribe the page sends on open gets no events.
+    assert await outcome(socket(run.pk, AnonymousUser())) == CLOSE_UNAUTHENTICATED
+    assert await outcome(socket(run.pk, other)) == CLOSE_NOT_FOUND
+    assert await outcome(socket(run.pk + 100, owner)) == CLOSE_NOT_FOUND
     stranger = socket(run.pk, other)
-    assert await stranger.connect() == (False, CLOSE_NOT_FOUND)
-    missing = socket(run.pk + 100, owner)
-    assert await missing.connect() == (False, CLOSE_NOT_FOUND)
+    await stranger.connect()
+    await stranger.send_json_to({"type": "subscribe", "after": 0})
+    assert (await stranger.receive_output(timeout=10))["type"] == "websocket.close"
+    assert await stranger.receive_nothing(timeout=0.5), "a refused socket sent something"
 
 
 async def test_backlog_after_seq_then_live_events(owner: Any) -> None:

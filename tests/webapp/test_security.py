@@ -23,6 +23,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 
 from tests.webapp.personas import client_for, make_run
+from tests.webapp.sockets import outcome
 from tests.webapp.test_runs_pages import form_data
 from webapp.core.consumers import CLOSE_UNKNOWN_PATH
 from webapp.env import Rate
@@ -293,6 +294,42 @@ def test_validate_and_layout_share_the_recipe_check_limit(owner: Any, settings: 
     assert post(other, "/api/recipes/validate/", body).status_code == 200
 
 
+def test_an_oversized_api_body_is_a_json_413_naming_the_setting(owner: Any, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2048
+    run = make_run(owner)
+    client = client_for(owner)
+    notes = "x" * 3000
+    answers = [
+        post(client, "/api/runs/", {"preset": "tiny-color", "notes": notes}),
+        client.patch(f"/api/runs/{run.pk}/", json.dumps({"notes": notes}), "application/json"),
+        client.post("/api/runs/", {"preset": "tiny-color", "notes": notes}),  # a form body
+        post(client, "/api/recipes/validate/", {"preset": "tiny-color", "name": notes}),
+    ]
+    for answer in answers:
+        assert answer.status_code == 413
+        assert answer["Content-Type"] == "application/json"
+        detail = answer.json()["detail"]
+        assert "at most 2,048 bytes (DATA_UPLOAD_MAX_MEMORY_SIZE)" in detail, detail
+    # The JSON body's length, worked out: 3000 notes characters plus the 37 of
+    # {"preset": "tiny-color", "notes": ""}.
+    assert answers[0].json()["detail"].startswith("The request body is 3,037 bytes")
+    assert Run.objects.count() == 1
+    assert Run.objects.get().notes == ""
+    # Under the limit the same calls work.
+    assert post(client, "/api/runs/", {"preset": "tiny-color", "notes": "short"}).status_code == 201
+
+
+def test_too_many_form_fields_is_a_json_400_naming_the_setting(owner: Any, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 5
+    body = {f"field{i}": "x" for i in range(10)}
+    answer = client_for(owner).post("/api/runs/", body)
+    assert answer.status_code == 400
+    assert (
+        "more fields than the 5 allowed (DATA_UPLOAD_MAX_NUMBER_FIELDS)" in answer.json()["detail"]
+    )
+    assert Run.objects.count() == 0
+
+
 # --- 4. Text UTF-8 cannot store, and absurd nesting, stop at the boundary -------------------
 
 
@@ -358,6 +395,5 @@ async def test_an_unknown_socket_path_is_closed_cleanly(owner: Any) -> None:
     for path in ("/ws/nope/", "/ws/runs/abc/", "/"):
         communicator = WebsocketCommunicator(URLRouter(websocket_urlpatterns), path)
         communicator.scope["user"] = owner
-        connected, code = await communicator.connect()
-        assert (connected, code) == (False, CLOSE_UNKNOWN_PATH)
+        assert await outcome(communicator) == CLOSE_UNKNOWN_PATH
         await communicator.disconnect()

@@ -192,3 +192,37 @@ def test_a_sweep_whose_worker_stopped_beating_fails(owner: Any, settings: Any) -
     alive.refresh_from_db()
     fresh.refresh_from_db()
     assert alive.status == fresh.status == "running"
+
+
+def test_sweep_creation_is_limited_per_user(
+    owner: Any, other: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from webapp.env import Rate
+
+    now = timezone.now()
+    # One instant for the whole test, so Retry-After is exact.
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    settings.GROUPWISE_SWEEP_CREATE_LIMIT = Rate(2, 3600, "2/hour")
+    run = make_run(owner)
+    # Sweeps 70 and 20 minutes old: only the second is within the hour, one slot is left.
+    for minutes in (70, 20):
+        old = Sweep.objects.create(owner=owner, recipe=run.recipe, sizes=[1])
+        Sweep.objects.filter(pk=old.pk).update(created_at=now - timedelta(minutes=minutes))
+    client = client_for(owner)
+    body = json.dumps({"preset": "tiny-color", "sizes": [1], "rollouts": 1})
+    assert client.post("/api/sweeps/", body, content_type="application/json").status_code == 201
+    refused = client.post("/api/sweeps/", body, content_type="application/json")
+    assert refused.status_code == 429
+    # The 20-minute-old sweep ages out of the hour in 40 minutes.
+    assert refused["Retry-After"] == "2400"
+    detail = refused.json()["detail"]
+    assert "2 sweeps created in the last hour: the limit is 2" in detail
+    assert "GROUPWISE_SWEEP_CREATE_LIMIT=2/hour" in detail
+    page = client.post(f"/runs/{run.pk}/sweep/", {"sizes": "1", "rollouts": "1"}, follow=True)
+    assert "Sweep not started: 2 sweeps created in the last hour" in page.content.decode()
+    assert Sweep.objects.filter(owner=owner).count() == 3
+    # Another user's limit is their own.
+    other_client = client_for(other)
+    assert (
+        other_client.post("/api/sweeps/", body, content_type="application/json").status_code == 201
+    )

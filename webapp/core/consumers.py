@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NoReturn
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from webapp.core import status
@@ -14,10 +15,24 @@ PUSH_SECONDS = 5.0
 CLOSE_UNAUTHENTICATED = 4401
 
 
+async def refuse(consumer: AsyncJsonWebsocketConsumer, code: int) -> NoReturn:
+    """Accept the socket, close it with ``code`` before sending anything, and end the consumer.
+
+    Closing before accepting answers the handshake with HTTP 403: the browser then reports close
+    code 1006 whatever the code, and a page cannot tell "not allowed" (stop) from "server gone"
+    (reconnect). Accepted first, the close frame carries the code to the page. The consumer then
+    stops, so whatever the client sent before it saw the close is never answered.
+    """
+    await consumer.accept()
+    await consumer.close(code=code)
+    raise StopConsumer
+
+
 class StatusConsumer(AsyncJsonWebsocketConsumer):
     """Sends ``{"type": "status", "report": …}`` on connect and every ``PUSH_SECONDS``.
 
-    Anonymous sockets are closed with code 4401 before they see anything.
+    Anonymous sockets are closed with code 4401 before they see anything. Workers' current run
+    ids are shown only to those who may see the run (``status.collect_for``).
     """
 
     _pusher: asyncio.Task[None] | None = None
@@ -25,8 +40,7 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+            await refuse(self, CLOSE_UNAUTHENTICATED)
         await self.accept()
         self._pusher = asyncio.create_task(self._push_forever())
 
@@ -39,7 +53,7 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
             await self._push_once()
 
     async def _push_once(self) -> None:
-        report = await database_sync_to_async(status.collect)()
+        report = await database_sync_to_async(status.collect_for)(self.scope["user"])
         await self.send_json({"type": "status", "report": report})
 
     async def _push_forever(self) -> None:
@@ -57,4 +71,4 @@ class UnknownPathConsumer(AsyncJsonWebsocketConsumer):
     (Channels' router raises for an unmatched path, which servers report as a 500)."""
 
     async def connect(self) -> None:
-        await self.close(code=CLOSE_UNKNOWN_PATH)
+        await refuse(self, CLOSE_UNKNOWN_PATH)

@@ -1,7 +1,8 @@
 """The deployment's health: database, broker, live workers, channel layer and model directory.
 
-``collect()`` answers both the public ``/healthz`` (counts only) and the home page's status panel
-(with worker details). Each check reports ``ok`` or ``error`` with a message that says what to fix;
+``collect()`` answers both the public ``/healthz`` (counts only) and, through ``collect_for``,
+the home page's status panel (with worker details, and the run a worker trains only for those who
+may see that run). Each check reports ``ok`` or ``error`` with a message that says what to fix;
 no check raises, and each network check gives up after ``CHECK_TIMEOUT_SECONDS``.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection
+from django.dispatch import Signal
 from django.utils import timezone
 
 from webapp.celery import app as celery_app
@@ -20,6 +22,11 @@ from webapp.core import heartbeat
 from webapp.core.models import WorkerHeartbeat
 
 CHECK_TIMEOUT_SECONDS = 2
+
+#: Sent with ``viewer`` and ``run_ids`` (a set); a receiver returns the subset ``viewer`` may
+#: see. Core knows no runs: the runs app connects its rule in its ``ready``. Unanswered, no run
+#: id is shown.
+visible_run_ids = Signal()
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ def check_workers() -> Check:
                 "host": w.host,
                 "pid": w.pid,
                 "queues": w.queues,
+                "training": w.current_run_id is not None,
                 "current_run_id": w.current_run_id,
                 "last_seen": w.last_seen.isoformat(),
             }
@@ -142,3 +150,22 @@ def collect() -> dict[str, Any]:
         "time": timezone.now().isoformat(),
         "checks": {name: asdict(check) for name, check in checks.items()},
     }
+
+
+def collect_for(viewer: Any) -> dict[str, Any]:
+    """``collect()`` as ``viewer`` may see it: a worker's ``current_run_id`` is kept only when
+    the viewer may see that run (others see ``training`` alone, as the queue hides their runs)."""
+    report = collect()
+    workers = report["checks"]["workers"]["details"].get("workers", [])
+    ids = {w["current_run_id"] for w in workers if w["current_run_id"] is not None}
+    shown: set[int] = set()
+    if ids:
+        for _receiver, answer in visible_run_ids.send(
+            sender=collect_for, viewer=viewer, run_ids=ids
+        ):
+            # django-stubs type a receiver's answer as str; ours answer a set of run ids.
+            shown |= cast("set[int]", answer)
+    for worker in workers:
+        if worker["current_run_id"] not in shown:
+            worker["current_run_id"] = None
+    return report

@@ -20,7 +20,7 @@ PING_TIMEOUT_SECONDS = 5.0
 
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "core/home.html", {"report": status.collect()})
+    return render(request, "core/home.html", {"report": status.collect_for(request.user)})
 
 
 @login_not_required
@@ -53,8 +53,8 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_GET
 def status_json(request: HttpRequest) -> JsonResponse:
-    """The full report behind the home page's status panel."""
-    return JsonResponse(status.collect())
+    """The full report behind the home page's status panel, as ``request.user`` may see it."""
+    return JsonResponse(status.collect_for(request.user))
 
 
 @require_POST

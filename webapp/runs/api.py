@@ -244,7 +244,7 @@ class RunViewSet(
                 tags=data.get("tags"),
             )
         except RateLimited as error:
-            raise _too_many(error) from None
+            raise too_many(error) from None
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={200: RunSerializer, 404: NOT_FOUND, 409: CONFLICT})
@@ -275,7 +275,7 @@ class RunViewSet(
         except RecipeError as error:
             raise ValidationError(problems_as_errors(error)) from None
         except RateLimited as error:
-            raise _too_many(error) from None
+            raise too_many(error) from None
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -466,7 +466,7 @@ class RunViewSet(
         return Response(RunSerializer(run).data)
 
 
-def _too_many(error: RateLimited) -> Throttled:
+def too_many(error: RateLimited) -> Throttled:
     """429 with ``Retry-After`` (DRF sets the header from ``wait``) and the limit explained."""
     return Throttled(wait=error.retry_after, detail=str(error))
 

@@ -21,6 +21,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Max
 
+from webapp.core.consumers import refuse
 from webapp.runs.event_pages import EventPage, event_page
 from webapp.runs.models import MAX_ID, Event, Run
 from webapp.runs.sink import RUN_STATE, run_group
@@ -46,13 +47,11 @@ class RunConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
+            await refuse(self, CLOSE_UNAUTHENTICATED)
         self.run_id = int(self.scope["url_route"]["kwargs"]["run_id"])
         # An id past the database's integers names no run (and would fail the query).
         if self.run_id > MAX_ID or not await _visible(self.run_id, user):
-            await self.close(code=CLOSE_NOT_FOUND)
-            return
+            await refuse(self, CLOSE_NOT_FOUND)
         await self.channel_layer.group_add(run_group(self.run_id), self.channel_name)
         self.joined = True
         await self.accept()

@@ -106,3 +106,11 @@ def queue_entries(viewer: Any) -> list[QueueEntry]:
 
 def _visible(viewer: Any, run: Run) -> bool:
     return bool(getattr(viewer, "is_staff", False)) or run.owner_id == getattr(viewer, "pk", None)
+
+
+def on_visible_run_ids(sender: Any, viewer: Any, run_ids: set[int], **kwargs: Any) -> set[int]:
+    """Receiver of ``webapp.core.status.visible_run_ids``: which of ``run_ids`` the viewer may
+    see (the status panel shows other users' workers busy, not with which run)."""
+    if not getattr(viewer, "is_authenticated", False):
+        return set()
+    return set(Run.objects.visible_to(viewer).filter(pk__in=run_ids).values_list("pk", flat=True))

@@ -6,19 +6,24 @@ media files alike. Media paths are checked by ``paths.run_media_file`` before an
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from engine.presets import PRESETS
+from webapp.accounts.authentication import TokenRefused, token_from_header
 from webapp.core.sendfile import send_file
 from webapp.runs import housekeeping, queue, services
 from webapp.runs.compare import recipe_differences
@@ -333,14 +338,30 @@ def run_action(request: HttpRequest, run_id: int, action: str) -> HttpResponse:
     return redirect("run-detail-page", run.pk)
 
 
+@login_not_required
 @require_GET
 def run_media(request: HttpRequest, run_id: int, path: str) -> HttpResponseBase:
     """A run's images, for its owner (and staff) only; anything else is a 404.
 
+    The caller is the browser session's user or, for scripts, the user of an API token sent as
+    ``Authorization: Bearer <token>`` (read-only tokens too: this only reads). Neither: the
+    login page, as everywhere; a refused token: 401 saying why.
+
     ``path`` must name a file inside the run's own folder: ``..`` segments, absolute paths and
     symlinks leading out are refused before anything is opened.
     """
-    if not Run.objects.visible_to(request.user).filter(pk=run_id).exists():
+    user: Any = request.user
+    if not user.is_authenticated:
+        try:
+            token = token_from_header(request)
+        except TokenRefused as refused:
+            answer = HttpResponse(str(refused), status=401, content_type="text/plain")
+            answer["WWW-Authenticate"] = 'Bearer realm="api"'
+            return answer
+        if token is None:
+            return redirect_to_login(request.get_full_path())
+        user = token.user
+    if not Run.objects.visible_to(user).filter(pk=run_id).exists():
         raise Http404("no such media file")
     target = run_media_file(run_id, path)
     if target is None:
@@ -348,4 +369,7 @@ def run_media(request: HttpRequest, run_id: int, path: str) -> HttpResponseBase:
     internal = ""
     if settings.GROUPWISE_ACCEL_REDIRECT:
         internal = settings.GROUPWISE_ACCEL_REDIRECT + quote(f"runs/{run_id}/{path}")
-    return send_file(request, target, internal_url=internal)
+    response = send_file(request, target, internal_url=internal)
+    # Who may have it depends on the token as much as on the session cookie.
+    patch_vary_headers(response, ["Authorization"])
+    return response

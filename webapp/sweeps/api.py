@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
@@ -12,13 +12,19 @@ from rest_framework.response import Response
 
 from engine.problems import RecipeError
 from webapp.runs import services
-from webapp.runs.api import INVALID, NOT_FOUND, Pages
+from webapp.runs.api import INVALID, NOT_FOUND, Pages, too_many
 from webapp.runs.models import Run
-from webapp.runs.serializers import problems_as_errors
+from webapp.runs.quota import RateLimited
+from webapp.runs.serializers import DetailSerializer, problems_as_errors
 from webapp.sweeps.models import Sweep
 from webapp.sweeps.serializers import SweepCreateSerializer, SweepSerializer
 from webapp.sweeps.services import create_sweep
 from webapp.sweeps.views import visible_sweeps
+
+TOO_MANY_SWEEPS = OpenApiResponse(
+    DetailSerializer,
+    description="Sweep-creation limit reached (GROUPWISE_SWEEP_CREATE_LIMIT); see Retry-After.",
+)
 
 
 class SweepViewSet(
@@ -45,7 +51,7 @@ class SweepViewSet(
 
     @extend_schema(
         request=SweepCreateSerializer,
-        responses={201: SweepSerializer, 400: INVALID},
+        responses={201: SweepSerializer, 400: INVALID, 429: TOO_MANY_SWEEPS},
     )
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         body = SweepCreateSerializer(data=request.data)
@@ -74,4 +80,6 @@ class SweepViewSet(
             )
         except RecipeError as error:
             raise ValidationError(problems_as_errors(error)) from None
+        except RateLimited as error:
+            raise too_many(error) from None
         return Response(SweepSerializer(sweep).data, status=status.HTTP_201_CREATED)

@@ -57,6 +57,9 @@ def launch_sweep(request: HttpRequest, run_id: int) -> HttpResponse:
         for problem in error.problems:
             messages.error(request, f"Sweep not started: {problem.field}: {problem.message}")
         return redirect("run-detail-page", run.pk)
+    except RateLimited as error:
+        messages.error(request, f"Sweep not started: {error}")
+        return redirect("run-detail-page", run.pk)
     messages.success(request, f"Sweep #{sweep.pk} is queued.")
     return redirect("sweep-detail", sweep.pk)
 
