@@ -13,16 +13,10 @@ a table and appends it to docs/performance.md with the machine.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from report import heading, publish
-
-REPO = Path(__file__).resolve().parents[1]
+from report import heading, publish, scratch_django
 
 
 def main() -> None:
@@ -33,15 +27,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
-    scratch = tempfile.mkdtemp(prefix="gw-events-")
-    os.environ.update(GROUPWISE_VAR_DIR=scratch, DJANGO_SETTINGS_MODULE="webapp.settings")
-    os.environ.pop("DATABASE_URL", None)
-    sys.path.insert(0, str(REPO))
-    import django
-
-    django.setup()
+    scratch_django("gw-events-")
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.utils import timezone
     from rest_framework.renderers import JSONRenderer
 
@@ -50,7 +37,6 @@ def main() -> None:
     from webapp.runs.models import Event, Run
     from webapp.runs.serializers import EventPageSerializer
 
-    call_command("migrate", verbosity=0)
     user = User.objects.create_user("bench")
     run = Run.objects.create(
         owner=user, name="bench", recipe=PRESETS["tiny-color"].recipe.to_dict()

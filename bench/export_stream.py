@@ -31,6 +31,8 @@ from report import heading, publish
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from load import profile_env  # noqa: E402
+
 from engine.net.ports import free_port  # noqa: E402
 
 #: Bytes per random image file, and sample rows pointing at each.
@@ -156,13 +158,8 @@ def main() -> None:
     args = parser.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="gw-export-bench-"))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
-    env.update(
-        GROUPWISE_VAR_DIR=str(scratch),
-        CELERY_BROKER_URL="",
-        CELERY_RESULT_BACKEND="",
-        DJANGO_SETTINGS_MODULE="webapp.settings",
-    )
+    # The load bench's embedded environment; this process sets Django up on the same database.
+    env = {**profile_env("embedded", scratch, None), "DJANGO_SETTINGS_MODULE": "webapp.settings"}
     os.environ.clear()
     os.environ.update(env)
     port = free_port()

@@ -14,16 +14,11 @@ event page from 0. Prints a table and appends it to docs/performance.md with the
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-from report import heading, publish
+from report import REPO, heading, publish, scratch_django
 
-REPO = Path(__file__).resolve().parents[1]
 #: What the run page loads before its first paint besides its data (templates/runs/detail.html).
 STATIC = ["app.css", "charts.js", "run.js"]
 
@@ -36,24 +31,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    scratch = tempfile.mkdtemp(prefix="gw-long-run-")
-    os.environ.update(GROUPWISE_VAR_DIR=scratch, DJANGO_SETTINGS_MODULE="webapp.settings")
-    os.environ.pop("DATABASE_URL", None)
-    sys.path.insert(0, str(REPO))
-    import django
-
-    django.setup()
-    from django.conf import settings
+    scratch_django("gw-long-run-")
     from django.contrib.auth.models import User
-    from django.core.management import call_command
     from django.test import Client
 
     from engine.presets import PRESETS
     from webapp.runs.models import Event, Run, Sample
     from webapp.runs.synthetic import synthesize
 
-    settings.ALLOWED_HOSTS = ["testserver"]
-    call_command("migrate", verbosity=0)
     user = User.objects.create_user("bench")
     run = Run.objects.create(
         owner=user, name="long", recipe=PRESETS["tiny-color"].recipe.to_dict(), status="running"
