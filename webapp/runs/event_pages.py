@@ -32,6 +32,12 @@ class EventPage(NamedTuple):
     last_seq: int | None
 
 
+def stored_payload() -> Cast:
+    """An event's payload as its stored JSON text, for ``annotate``: spliced into a response, it
+    is sent without being decoded and encoded again."""
+    return Cast("payload", TextField())
+
+
 def event_page(events: QuerySet[Event], limit: int, *, full: bool) -> tuple[EventPage, bool]:
     """Up to ``limit`` of ``events`` in seq order, and whether more follow.
 
@@ -40,7 +46,7 @@ def event_page(events: QuerySet[Event], limit: int, *, full: bool) -> tuple[Even
     """
     rows = list(
         events.order_by("seq")
-        .annotate(stored=Cast("payload", TextField()))
+        .annotate(stored=stored_payload())
         .values_list("seq", "type", "step", "time", "superseded", "stored")[: limit + 1]
     )
     more, rows = len(rows) > limit, rows[:limit]

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from django.db.models import Max, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Max, QuerySet
 
+from webapp.runs.event_pages import stored_payload
 from webapp.runs.models import ChartPoint, Event, Run
 from webapp.runs.sink import RUN_STATE
 
@@ -39,7 +39,7 @@ def run_state(run: Run) -> str:
     logs = (
         events.filter(type__in=("log_line", "run_ended"))
         .order_by("-seq")
-        .annotate(stored=Cast("payload", TextField()))
+        .annotate(stored=stored_payload())
         .values_list("seq", "type", "stored")[:LOG_LINES]
     )
     log_items = [
@@ -53,7 +53,7 @@ def run_state(run: Run) -> str:
         "rollout": _latest(live_points.filter(series="reward")),
         "evaluation": _latest(live_points.filter(series="evaluation")),
         "evaluations": json.dumps(evaluations),
-        "health": _stored(health.values_list("pk", flat=True).first()),
+        "health": _first_stored(health),
         "logs": "[" + ", ".join(log_items) + "]",
     }
     return "{" + ", ".join(f"{json.dumps(key)}: {text}" for key, text in parts.items()) + "}"
@@ -61,16 +61,11 @@ def run_state(run: Run) -> str:
 
 def _latest(points: QuerySet[ChartPoint]) -> str:
     """The stored payload of the event behind the latest of ``points``, or ``null``."""
-    return _stored(points.order_by("-step", "-id").values_list("event_id", flat=True).first())
+    event_id = points.order_by("-step", "-id").values_list("event_id", flat=True).first()
+    return "null" if event_id is None else _first_stored(Event.objects.filter(pk=event_id))
 
 
-def _stored(event_id: int | None) -> str:
-    if event_id is None:
-        return "null"
-    text = (
-        Event.objects.filter(pk=event_id)
-        .annotate(stored=Cast("payload", TextField()))
-        .values_list("stored", flat=True)
-        .first()
-    )
+def _first_stored(events: QuerySet[Event]) -> str:
+    """The first of ``events``' payload as stored, or ``null`` when there is none."""
+    text = events.annotate(stored=stored_payload()).values_list("stored", flat=True).first()
     return "null" if text is None else text
